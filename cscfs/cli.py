@@ -1,0 +1,171 @@
+"""The `cscfs` command. main(argv) -> exit code, so tests call it in-process.
+
+Exit codes: 0 ok; 1 a fault was found (check) or an operation failed; 2 bad input
+(usage, config, arguments the daemon refused).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+
+from . import control
+from .config import OPTION_HELP, load_options, socket_path
+from .errors import CscfsError, UserError
+
+
+def _ask(mountpoint: str, payload: dict, timeout: float | None = 30.0) -> dict:
+    mountpoint = os.path.abspath(os.path.expanduser(mountpoint))
+    try:
+        return control.request(socket_path(mountpoint), payload, timeout)
+    except control.DaemonMissing:
+        raise UserError(f"{mountpoint} is not a cscfs mount (no daemon answers)") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cscfs")
+def cli() -> None:
+    """An offline-capable network folder: a server folder mounted through a local cache."""
+
+
+@cli.command()
+@click.argument("server")
+@click.argument("mountpoint")
+@click.option("--data-dir", metavar="DIR",
+              help="where the cache lives (default: a folder per mount point in the user "
+                   "data dir)")
+@click.option("--foreground", is_flag=True, help="stay in the foreground until unmounted")
+@click.option("--write-back-delay", type=click.FloatRange(min=0), metavar="S",
+              help=OPTION_HELP["write_back_delay"] + " (default 2)")
+@click.option("--ready-fd", type=int, hidden=True)
+def mount(server, mountpoint, data_dir, foreground, write_back_delay, ready_fd):
+    """Mount SERVER (a folder) at MOUNTPOINT through the local cache."""
+    from . import daemon
+
+    options = load_options(write_back_delay=write_back_delay)
+    try:
+        plan = daemon.plan_mount(server, mountpoint, data_dir)
+    except UserError as exc:
+        if ready_fd is not None:
+            os.write(ready_fd, f"error: {exc}\n".encode())
+        raise
+    if foreground:
+        return daemon.run_foreground(plan, options, ready_fd)
+    daemon.start_background(plan, options)
+    state = "" if plan.server_reachable else " (server unreachable: working from the cache)"
+    click.echo(f"mounted {plan.store.url} at {plan.mountpoint}{state}")
+    return 0
+
+
+@cli.command()
+@click.argument("mountpoint")
+@click.option("--force", is_flag=True, help="do not wait for pending uploads "
+              "(they stay in the cache and upload at the next mount)")
+def unmount(mountpoint, force):
+    """Unmount MOUNTPOINT, after uploading pending changes unless --force."""
+    from .daemon import clear_stale_mount, fuse_mounts
+
+    mp = os.path.abspath(os.path.expanduser(mountpoint))
+    try:
+        answer = _ask(mp, {"cmd": "unmount", "force": force}, timeout=None)
+    except UserError:
+        if clear_stale_mount(mp):
+            click.echo(f"removed the stale mount at {mp} (its daemon had stopped)")
+            return 0
+        raise
+    deadline = time.monotonic() + 30
+    while mp in fuse_mounts() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if answer["pending"]:
+        click.echo(f"unmounted {mp}; {answer['pending']} changed files not uploaded yet "
+                   f"(kept in the cache, uploaded at the next mount)")
+    else:
+        click.echo(f"unmounted {mp}; uploaded {answer['uploaded']} pending files")
+    return 0
+
+
+@cli.command()
+@click.argument("mountpoint")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def status(mountpoint, as_json):
+    """Show the server, mode, pending uploads and cache use of MOUNTPOINT."""
+    s = _ask(mountpoint, {"cmd": "status"})
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return 0
+    last = s["last_upload"]
+    rows = [
+        ("server", s["server"]),
+        ("mount point", s["mountpoint"]),
+        ("mode", s["mode"] + (f" ({s['offline_reason']})" if s["offline_reason"] else "")),
+        ("pending uploads", s["pending_uploads"]),
+        ("open conflicts", s["open_conflicts"]),
+        ("cached", f"{s['cached_items']} files, {_size(s['cached_bytes'])}"),
+        ("last upload", f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['at']))} "
+                        f"{last['path']}" if last else "none yet"),
+        ("data dir", s["data_dir"]),
+    ]
+    for key, value in rows:
+        click.echo(f"{key + ':':17}{value}")
+    return 0
+
+
+@cli.command()
+@click.argument("mountpoint")
+def check(mountpoint):
+    """Check that the cache's database and content files agree (exit 1 on a fault)."""
+    faults = _ask(mountpoint, {"cmd": "check"}, timeout=300)["faults"]
+    for fault in faults:
+        click.echo(fault)
+    if faults:
+        click.echo(f"{len(faults)} faults found", err=True)
+        return 1
+    click.echo("cache is consistent")
+    return 0
+
+
+@cli.command()
+@click.option("--dir", "base", default="~/cscfs-demo", show_default=True,
+              help="where the demo server folder and mount point go")
+def demo(base):
+    """Mount a demo share (a local folder with a few files) and say what to try."""
+    from .demo import run_demo
+
+    return run_demo(os.path.expanduser(base))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        result = cli.main(args=argv, prog_name="cscfs", standalone_mode=False)
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()) as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return 0
+    except click.UsageError as exc:
+        hint = f" (see 'cscfs {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
+        click.echo(f"cscfs: error: {exc.format_message()}{hint}", err=True)
+        return 2
+    except click.ClickException as exc:
+        click.echo(f"cscfs: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except click.Abort:
+        return 130
+    except CscfsError as exc:
+        click.echo(f"cscfs: error: {exc}", err=True)
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Options in one table: the config file, the CLI and the docs all read OPTIONS."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+
+import platformdirs
+
+from .errors import UserError
+
+APP = "cscfs"
+
+
+def _opt(default, help_text):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class Options:
+    write_back_delay: float = _opt(
+        2.0, "seconds after the last close of a changed file before it is uploaded")
+    attr_ttl: float = _opt(
+        1.0, "seconds a name's attributes and a folder's listing are trusted before the "
+             "server is asked again")
+    remote_timeout: float = _opt(
+        5.0, "deadline in seconds for every call to the server; past it the server "
+             "counts as unavailable")
+    chunk_size: int = _opt(
+        1 << 20, "bytes fetched from the server at a time when a read needs data that "
+                 "is not cached")
+    probe_interval: float = _opt(
+        5.0, "seconds between checks whether an unavailable server is back")
+
+
+OPTION_HELP = {f.name: f.metadata["help"] for f in fields(Options)}
+
+
+def config_path() -> str:
+    return os.path.join(platformdirs.user_config_dir(APP), "config.toml")
+
+
+def load_options(path: str | None = None, **overrides) -> Options:
+    """Options from the config file (if any), then the CLI's overrides."""
+    path = path or config_path()
+    values: dict = {}
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UserError(f"config file {path}: {exc}") from None
+    known = {f.name: f.type for f in fields(Options)}
+    for key, value in values.items():
+        if key not in known:
+            raise UserError(f"config file {path}: unknown option {key!r}")
+        want = float if known[key] == "float" else int
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise UserError(f"config file {path}: {key} must be a number >= 0")
+        values[key] = want(value)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Options(**values)
+
+
+def mount_id(mountpoint: str) -> str:
+    """A readable, unique id for a mount point: its path with a short hash."""
+    real = os.path.realpath(mountpoint)
+    slug = real.strip("/").replace("/", "-")[-40:] or "root"
+    return f"{slug}-{hashlib.sha256(real.encode()).hexdigest()[:8]}"
+
+
+def default_data_dir(mountpoint: str) -> str:
+    return os.path.join(platformdirs.user_data_dir(APP), mount_id(mountpoint))
+
+
+def runtime_dir() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base or not os.path.isdir(base):
+        base = f"/tmp/{APP}-{os.getuid()}"
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        return base
+    path = os.path.join(base, APP)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def socket_path(mountpoint: str) -> str:
+    return os.path.join(runtime_dir(), f"{mount_id(mountpoint)}.sock")

@@ -1,0 +1,280 @@
+"""The composition root: validate a mount request, wire store, cache, VFS and FUSE
+together, serve the control socket, and stop cleanly."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import trio
+
+from . import control, errors
+from .cache import ContentStore
+from .check import check
+from .config import Options, default_data_dir, socket_path
+from .errors import UserError
+from .metadata import State
+from .remote import RemoteStore, open_store
+
+log = logging.getLogger("cscfs.daemon")
+
+
+@dataclass
+class MountPlan:
+    server: str
+    mountpoint: str
+    data_dir: str
+    store: RemoteStore
+    server_reachable: bool
+
+
+def fuse_mounts() -> dict[str, str]:
+    """Mount point -> file-system type, for every FUSE mount."""
+    out = {}
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if parts[2].startswith("fuse"):
+                out[parts[1].replace("\\040", " ")] = parts[2]
+    return out
+
+
+def clear_stale_mount(mountpoint: str) -> bool:
+    """A cscfs daemon that died (kill -9, crash) leaves its mount behind, answering
+    ENOTCONN. Remove it so that a new mount can take its place."""
+    try:
+        os.stat(mountpoint)
+        return False
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            return False
+    if fuse_mounts().get(mountpoint) != "fuse.cscfs":
+        return False
+    subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return True
+
+
+def _lock_data_dir(data_dir: str) -> int:
+    fd = os.open(os.path.join(data_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"data dir {data_dir} is in use by another cscfs mount") from None
+    return fd
+
+
+def plan_mount(server: str, mountpoint: str, data_dir: str | None) -> MountPlan:
+    """Check everything the user gave us before anything changes; one clear error."""
+    mountpoint = os.path.abspath(os.path.expanduser(mountpoint))
+    store = open_store(server)
+    clear_stale_mount(mountpoint)
+    if not os.path.exists(mountpoint):
+        raise UserError(f"mount point {mountpoint} does not exist")
+    if not os.path.isdir(mountpoint):
+        raise UserError(f"mount point {mountpoint} is not a folder")
+    if os.path.ismount(mountpoint) or mountpoint in fuse_mounts():
+        raise UserError(f"mount point {mountpoint} is already mounted")
+    if os.listdir(mountpoint):
+        raise UserError(f"mount point {mountpoint} is not empty")
+    data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir(mountpoint)))
+    known_server = _known_server(data_dir)
+    if known_server is not None and known_server != store.url:
+        raise UserError(f"data dir {data_dir} holds the cache of {known_server}, "
+                        f"not {store.url}: give another --data-dir")
+    reachable = True
+    try:
+        st = store.stat("")
+        if st.kind != "dir":
+            raise UserError(f"server {store.url} is not a folder")
+    except errors.NotFound:
+        raise UserError(f"server {store.url} does not exist") from None
+    except errors.Unavailable as exc:
+        if known_server is None:  # nothing cached to start from
+            raise UserError(f"server {store.url} does not exist or is unreachable "
+                            f"({exc})") from None
+        reachable = False
+    except errors.RemoteError as exc:
+        raise UserError(f"server {store.url}: {exc}") from None
+    _prepare_data_dir(data_dir)
+    fd = _lock_data_dir(data_dir)  # only to fail early; the daemon takes it for real
+    os.close(fd)
+    return MountPlan(server, mountpoint, data_dir, store, reachable)
+
+
+def _known_server(data_dir: str) -> str | None:
+    db = os.path.join(data_dir, "state.db")
+    if not os.path.exists(db):
+        return None
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'server'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise UserError(f"data dir {data_dir}: cannot read state.db ({exc})") from None
+    return row[0] if row else None
+
+
+def _prepare_data_dir(data_dir: str) -> None:
+    try:
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        probe = os.path.join(data_dir, ".write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"cannot use data dir {data_dir}: {exc.strerror}") from None
+    os.chmod(data_dir, 0o700)
+
+
+def start_background(plan: MountPlan, options: Options) -> int:
+    """Start the daemon in its own session; return once the mount is ready."""
+    read_fd, write_fd = os.pipe()
+    log_path = os.path.join(plan.data_dir, "daemon.log")
+    argv = [sys.executable, "-m", "cscfs", "mount", plan.server, plan.mountpoint,
+            "--foreground", "--data-dir", plan.data_dir, "--ready-fd", str(write_fd),
+            "--write-back-delay", repr(options.write_back_delay)]
+    with open(log_path, "ab") as logf, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(argv, stdin=devnull, stdout=logf, stderr=logf,
+                                pass_fds=(write_fd,), start_new_session=True)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as ready:
+        answer = ready.read().decode(errors="replace").strip()
+    if answer == "ok":
+        return proc.pid
+    proc.wait(timeout=30)
+    if answer.startswith("error: "):
+        raise UserError(answer[len("error: "):])
+    raise UserError(f"the cscfs daemon stopped while starting; see {log_path}")
+
+
+def setup_logging(data_dir: str, foreground: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.FileHandler(os.path.join(data_dir, "daemon.log"))
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    if foreground and sys.stderr.isatty():
+        stream = logging.StreamHandler()
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+
+
+class Daemon:
+    def __init__(self, plan: MountPlan, options: Options):
+        from .fuse_ops import FuseInvalidator, FuseOperations
+        from .vfs import VFS
+
+        self.plan = plan
+        self.lock_fd = _lock_data_dir(plan.data_dir)
+        self.state = State(os.path.join(plan.data_dir, "state.db"))
+        self.state.set_meta("server", plan.store.url)
+        self.content = ContentStore(os.path.join(plan.data_dir, "content"))
+        self.vfs = VFS(plan.store, self.state, self.content, options, FuseInvalidator())
+        self.ops = FuseOperations(self.vfs)
+        self.socket_path = socket_path(plan.mountpoint)
+        self.started = time.time()
+
+    async def handle(self, request: dict) -> dict:
+        cmd = request.get("cmd")
+        if cmd == "status":
+            out = self.vfs.status()
+            out.update(mountpoint=self.plan.mountpoint, data_dir=self.plan.data_dir,
+                       pid=os.getpid(), started=self.started)
+            return out
+        if cmd == "check":
+            self.vfs.save_all()
+            return {"faults": check(self.state, self.content, self.vfs.open_unlinked())}
+        if cmd == "unmount":
+            from . import fuse_ops
+
+            before = self.vfs.pending_uploads
+            remaining = before
+            if not request.get("force"):
+                remaining = await self.vfs.flush_uploads(math.inf)
+            return {"pending_before": before, "uploaded": before - remaining,
+                    "pending": remaining, "_after": fuse_ops.terminate}
+        raise UserError(f"unknown request {cmd!r}")
+
+    async def main(self, ready_fd: int | None) -> None:
+        from . import fuse_ops
+
+        await self.vfs.probe_at_start()
+        fuse_ops.mount(self.ops, self.plan.mountpoint)
+        sock = control.bind(self.socket_path)
+        log.info("mounted %s at %s (data dir %s, %s)", self.plan.store.url,
+                 self.plan.mountpoint, self.plan.data_dir,
+                 "online" if self.vfs.online else "offline: " + self.vfs.offline_reason)
+        if ready_fd is not None:
+            os.write(ready_fd, b"ok\n")
+            os.close(ready_fd)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.vfs.run_writeback)
+            nursery.start_soon(self.vfs.run_reprobe)
+            nursery.start_soon(control.serve, sock, self.handle)
+            nursery.start_soon(self._signals)
+            await fuse_ops.serve()
+            nursery.cancel_scope.cancel()
+
+    async def _signals(self) -> None:
+        import signal
+
+        from . import fuse_ops
+
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for sig in sigs:
+                log.info("signal %d: unmounting; %d changed files upload at the next mount",
+                         sig, self.vfs.pending_uploads)
+                fuse_ops.terminate()
+                return
+
+    def close(self) -> None:
+        from . import fuse_ops
+
+        try:
+            fuse_ops.close(unmount=True)
+        except Exception:  # not mounted: nothing to undo
+            pass
+        self.vfs.close()
+        self.state.close()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        log.info("unmounted %s", self.plan.mountpoint)
+
+
+def run_foreground(plan: MountPlan, options: Options, ready_fd: int | None) -> int:
+    setup_logging(plan.data_dir, foreground=True)
+    try:
+        daemon = Daemon(plan, options)
+    except UserError as exc:
+        if ready_fd is not None:
+            os.write(ready_fd, f"error: {exc}\n".encode())
+        raise
+    try:
+        trio.run(daemon.main, ready_fd)
+    except Exception as exc:
+        log.exception("daemon failed")
+        if ready_fd is not None:
+            try:
+                os.write(ready_fd, f"error: {exc}\n".encode())
+            except OSError:
+                pass
+        raise UserError(f"mount failed: {exc}") from None
+    finally:
+        daemon.close()
+    return 0

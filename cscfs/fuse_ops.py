@@ -1,0 +1,220 @@
+"""The FUSE adapter (pyfuse3): each method calls the VFS and translates errors.
+
+Nothing worth testing lives here; the behaviour is in vfs.py, tested with and
+without a mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+
+import pyfuse3
+
+from . import errors
+from .vfs import VFS, Attr
+
+log = logging.getLogger("cscfs.fuse")
+
+
+def _translated(method):
+    """The one place where our errors become errnos for the kernel."""
+
+    @functools.wraps(method)
+    async def wrapper(self, *args):
+        try:
+            return await method(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except errors.Unavailable as exc:
+            log.info("%s: %s", method.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except errors.CscfsError as exc:
+            log.warning("%s: %s", method.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                log.error("%s: %s", method.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+class FuseInvalidator:
+    def entry(self, parent_ino: int, name: str) -> None:
+        pyfuse3.invalidate_entry_async(parent_ino, os.fsencode(name), ignore_enoent=True)
+
+
+class FuseOperations(pyfuse3.Operations):
+    enable_writeback_cache = True  # the kernel batches small writes (DESIGN section 4)
+
+    def __init__(self, vfs: VFS):
+        super().__init__()
+        self.vfs = vfs
+        self.ttl = vfs.opts.attr_ttl
+        self._dirs: dict[int, list] = {}
+        self._next_dh = 1
+
+    def _entry(self, a: Attr) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino, e.st_mode, e.st_nlink = a.ino, a.mode, a.nlink
+        e.st_uid, e.st_gid, e.st_size, e.st_blocks = a.uid, a.gid, a.size, a.blocks
+        e.st_blksize = 4096
+        e.st_atime_ns, e.st_mtime_ns, e.st_ctime_ns = a.atime_ns, a.mtime_ns, a.ctime_ns
+        e.entry_timeout = e.attr_timeout = self.ttl
+        return e
+
+    def _node_entry(self, node) -> pyfuse3.EntryAttributes:
+        return self._entry(self.vfs.attr(node))
+
+    @_translated
+    async def lookup(self, parent_inode, name, ctx=None):
+        return self._node_entry(await self.vfs.lookup(parent_inode, os.fsdecode(name)))
+
+    @_translated
+    async def getattr(self, inode, ctx=None):
+        return self._entry(await self.vfs.getattr(inode))
+
+    @_translated
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        node = await self.vfs.setattr(
+            inode,
+            mode=attr.st_mode if fields.update_mode else None,
+            size=attr.st_size if fields.update_size else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None)
+        return self._node_entry(node)
+
+    @_translated
+    async def readlink(self, inode, ctx):
+        return os.fsencode(await self.vfs.readlink(inode))
+
+    @_translated
+    async def opendir(self, inode, ctx):
+        entries = await self.vfs.readdir(inode)
+        dh = self._next_dh
+        self._next_dh += 1
+        self._dirs[dh] = entries
+        return dh
+
+    @_translated
+    async def readdir(self, fh, start_id, token):
+        entries = self._dirs[fh]
+        for i in range(start_id, len(entries)):
+            name, node = entries[i]
+            if node.unlinked:
+                continue
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._node_entry(node), i + 1):
+                break
+
+    async def releasedir(self, fh):
+        self._dirs.pop(fh, None)
+
+    @_translated
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        return self._node_entry(await self.vfs.mkdir(parent_inode, os.fsdecode(name), mode))
+
+    @_translated
+    async def rmdir(self, parent_inode, name, ctx):
+        await self.vfs.rmdir(parent_inode, os.fsdecode(name))
+
+    @_translated
+    async def unlink(self, parent_inode, name, ctx):
+        await self.vfs.unlink(parent_inode, os.fsdecode(name))
+
+    @_translated
+    async def symlink(self, parent_inode, name, target, ctx):
+        node = await self.vfs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target))
+        return self._node_entry(node)
+
+    @_translated
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        await self.vfs.rename(parent_inode_old, os.fsdecode(name_old), parent_inode_new,
+                              os.fsdecode(name_new), flags)
+
+    @_translated
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        await self.vfs.link(inode, new_parent_inode, os.fsdecode(new_name))
+
+    @_translated
+    async def open(self, inode, flags, ctx):
+        fh = await self.vfs.open(inode, flags)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=self.vfs.handles[fh].keep_cache)
+
+    @_translated
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        fh, node = await self.vfs.create(parent_inode, os.fsdecode(name), mode, flags)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._node_entry(node)
+
+    @_translated
+    async def read(self, fh, off, size):
+        return await self.vfs.read(fh, off, size)
+
+    @_translated
+    async def write(self, fh, off, buf):
+        return await self.vfs.write(fh, off, buf)
+
+    @_translated
+    async def flush(self, fh):
+        await self.vfs.flush(fh)
+
+    @_translated
+    async def fsync(self, fh, datasync):
+        await self.vfs.fsync(fh, datasync)
+
+    @_translated
+    async def release(self, fh):
+        await self.vfs.release(fh)
+
+    @_translated
+    async def statfs(self, ctx):
+        space = await self.vfs.statfs()
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = space.block_size
+        s.f_blocks, s.f_bfree, s.f_bavail = space.blocks, space.blocks_free, space.blocks_free
+        s.f_files, s.f_ffree, s.f_favail = space.files, space.files_free, space.files_free
+        s.f_namemax = space.name_max
+        return s
+
+    @_translated
+    async def getxattr(self, inode, name, ctx):
+        return await self.vfs.getxattr(inode, os.fsdecode(name))
+
+    @_translated
+    async def listxattr(self, inode, ctx):
+        return [os.fsencode(n) for n in await self.vfs.listxattr(inode)]
+
+    @_translated
+    async def setxattr(self, inode, name, value, ctx):
+        await self.vfs.setxattr(inode, os.fsdecode(name), value)
+
+    @_translated
+    async def removexattr(self, inode, name, ctx):
+        await self.vfs.removexattr(inode, os.fsdecode(name))
+
+    async def forget(self, inode_list):
+        pass  # inode numbers are ours and stable; nodes live as long as their rows
+
+
+def mount_options() -> set[str]:
+    return set(pyfuse3.default_options) | {"fsname=cscfs", "subtype=cscfs", "noatime"}
+
+
+def mount(ops: FuseOperations, mountpoint: str) -> None:
+    pyfuse3.init(ops, mountpoint, mount_options())
+
+
+async def serve() -> None:
+    await pyfuse3.main()
+
+
+def terminate() -> None:
+    pyfuse3.terminate()
+
+
+def close(unmount: bool = True) -> None:
+    pyfuse3.close(unmount=unmount)

@@ -1,0 +1,172 @@
+"""The state database (SQLite, WAL) and the in-memory rows the VFS works on.
+
+Only the FUSE dispatch thread touches the connection. Reads and writes of file data
+never query it: a Node carries what they need and is saved at flush, fsync, release
+and namespace operations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from ..cache.ranges import RangeSet
+from ..remote.base import Fingerprint
+from . import schema
+
+ROOT_INO = 1
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    ino: int
+    parent: int
+    name: str
+    kind: str
+    mode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    target: str | None = None
+    base: Fingerprint | None = None
+    dirty: bool = False
+    present: RangeSet = field(default_factory=RangeSet)
+    pinned: bool = False
+    listed: bool = False
+    last_access: int = 0
+    # --- runtime only ---
+    children: dict[str, int] | None = None  # directories: name -> ino
+    checked_at: float = -1e9  # monotonic time of the last check against the server
+    fd: int = -1              # content file, open while any handle is open
+    opens: int = 0
+    writers: int = 0
+    generation: int = 0       # bumped by every local change of content
+    unsaved: bool = False     # size / mtime / present changed since the last save
+    unlinked: bool = False    # removed from the tree while still open
+
+    @property
+    def complete(self) -> bool:
+        return self.present.covers(0, self.size)
+
+    def status(self, in_conflict: bool = False) -> str:
+        if in_conflict:
+            return "conflict"
+        if self.dirty:
+            return "dirty"
+        if self.kind != "file" or self.complete:
+            return "cached"
+        return "partial" if self.present.spans else "ghost"
+
+
+_COLUMNS = ("ino, parent, name, kind, mode, size, mtime_ns, ctime_ns, target, base_size, "
+            "base_mtime_ns, base_file_id, dirty, present, pinned, listed, last_access")
+
+
+def _row(node: Node) -> tuple:
+    b = node.base
+    return (node.parent, node.name, node.kind, node.mode, node.size, node.mtime_ns,
+            node.ctime_ns, node.target, b and b.size, b and b.mtime_ns, b and b.file_id,
+            int(node.dirty), json.dumps(node.present.spans), int(node.pinned),
+            int(node.listed), node.last_access)
+
+
+class State:
+    def __init__(self, path: str):
+        fresh = not os.path.exists(path)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if fresh:
+            os.chmod(path, 0o600)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a commit survives kill -9 (it is in the OS page cache);
+        # fsync() from an application forces a checkpoint (see sync_to_disk).
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db.execute("PRAGMA busy_timeout = 5000")
+        schema.migrate(self.db)
+        if self.db.execute("SELECT 1 FROM items WHERE ino = ?", (ROOT_INO,)).fetchone() is None:
+            now = time.time_ns()
+            self.db.execute(
+                f"INSERT INTO items ({_COLUMNS}) VALUES (?,0,'','dir',?,0,?,?,NULL,NULL,NULL,"
+                "NULL,0,'[]',0,0,0)", (ROOT_INO, 0o755, now, now))
+
+    @contextlib.contextmanager
+    def transaction(self):
+        if self.db.in_transaction:  # nested: the outer one commits
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- items ----------------------------------------------------------------
+    def load(self) -> list[Node]:
+        nodes = []
+        for r in self.db.execute(f"SELECT {_COLUMNS} FROM items"):
+            base = Fingerprint(r[9], r[10], r[11]) if r[9] is not None else None
+            nodes.append(Node(
+                ino=r[0], parent=r[1], name=r[2], kind=r[3], mode=r[4], size=r[5],
+                mtime_ns=r[6], ctime_ns=r[7], target=r[8], base=base, dirty=bool(r[12]),
+                present=RangeSet([tuple(s) for s in json.loads(r[13])]),
+                pinned=bool(r[14]), listed=bool(r[15]), last_access=r[16]))
+        return nodes
+
+    def insert(self, node: Node) -> int:
+        cur = self.db.execute(
+            f"INSERT INTO items ({_COLUMNS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            _row(node))
+        node.ino = cur.lastrowid
+        return node.ino
+
+    def save(self, node: Node) -> None:
+        self.db.execute(
+            "UPDATE items SET parent=?, name=?, kind=?, mode=?, size=?, mtime_ns=?, "
+            "ctime_ns=?, target=?, base_size=?, base_mtime_ns=?, base_file_id=?, dirty=?, "
+            "present=?, pinned=?, listed=?, last_access=? WHERE ino=?",
+            _row(node) + (node.ino,))
+        node.unsaved = False
+
+    def delete(self, inos) -> None:
+        self.db.executemany("DELETE FROM items WHERE ino = ?", [(i,) for i in inos])
+
+    def sync_to_disk(self) -> None:
+        """Make every commit so far durable against power loss, not only kill -9."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    # -- meta -------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
+                        "DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- conflicts ----------------------------------------------------------------
+    def add_conflict(self, path: str, kind: str, local: tuple | None,
+                     remote: Fingerprint | None, base: Fingerprint | None,
+                     copy_path: str | None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO conflicts (path, kind, local_size, local_mtime_ns, remote_size, "
+            "remote_mtime_ns, remote_file_id, base_size, base_mtime_ns, base_file_id, "
+            "copy_path, detected_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (path, kind, local and local[0], local and local[1],
+             remote and remote.size, remote and remote.mtime_ns, remote and remote.file_id,
+             base and base.size, base and base.mtime_ns, base and base.file_id,
+             copy_path, time.time()))
+        return cur.lastrowid
+
+    def open_conflicts(self) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM conflicts WHERE resolved_at IS NULL ORDER BY id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]

@@ -1,0 +1,95 @@
+"""The RemoteStore port: what the cache needs from a file server.
+
+Paths are relative POSIX strings from the share root ("" is the root, "a/b.txt").
+Every method is blocking and may be slow; the VFS calls them off the FUSE dispatch
+thread with a deadline. Stores classify their own failures (errors.NotFound,
+AlreadyExists, PermissionDenied, NotEmpty, Unavailable, Changed): "Unavailable"
+means the server cannot be reached now and says nothing about the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+# Names we write on the server while an upload is in flight; never listed.
+TEMP_PREFIX = ".~cscfs-"
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What identifies one version of a server file: if any part changed, the
+    content may have changed."""
+
+    size: int
+    mtime_ns: int
+    file_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStat:
+    name: str
+    kind: str  # "file", "dir" or "symlink"
+    size: int
+    mtime_ns: int
+    mode: int  # permission bits only
+    file_id: int
+    target: str | None = None  # symlink target
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(self.size, self.mtime_ns, self.file_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceInfo:
+    total_bytes: int
+    free_bytes: int
+    total_files: int
+    free_files: int
+
+
+class RemoteStore(Protocol):
+    url: str  # what the user named, without secrets
+
+    def stat(self, path: str) -> RemoteStat: ...
+
+    def scandir(self, path: str) -> list[RemoteStat]: ...
+
+    def read(self, path: str, offset: int, length: int) -> bytes: ...
+
+    def upload(
+        self,
+        path: str,
+        chunks: Iterable[bytes],
+        expected: Fingerprint | None,
+        mode: int,
+        mtime_ns: int,
+    ) -> RemoteStat:
+        """Atomically make `path` hold `chunks`: write a temporary name in the same
+        folder, then rename it over `path`, but only if `path` still has the
+        `expected` fingerprint (None: only if `path` does not exist). Raises Changed
+        otherwise. The server never shows a partial file at `path`."""
+        ...
+
+    def mkdir(self, path: str, mode: int) -> RemoteStat: ...
+
+    def rmdir(self, path: str) -> None: ...
+
+    def remove(self, path: str) -> None: ...
+
+    def rename(self, old: str, new: str, replace: bool) -> None: ...
+
+    def symlink(self, target: str, path: str) -> RemoteStat: ...
+
+    def chmod(self, path: str, mode: int) -> RemoteStat: ...
+
+    def set_mtime(self, path: str, mtime_ns: int) -> RemoteStat: ...
+
+    def space(self) -> SpaceInfo: ...
+
+    def close(self) -> None: ...
+
+
+def join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
