@@ -339,6 +339,7 @@ class VFS:
         node.size, node.mtime_ns, node.mode = st.size, st.mtime_ns, st.mode
         node.base = st.fingerprint
         node.present.clear()
+        node.refetched = True
         if node.fd >= 0:
             os.ftruncate(node.fd, 0)
         else:
@@ -400,7 +401,8 @@ class VFS:
                 if child.kind != "dir":
                     child.base = st.fingerprint
                 self.state.save(child)
-            child.checked_at = self.clock()
+            if child.kind != "dir":  # a folder's checked_at dates its own listing
+                child.checked_at = self.clock()
         for name, ino in list(d.children.items()):
             child = self.nodes[ino]
             if name not in seen and child.base is not None and not self._has_local_changes(child):
@@ -413,14 +415,14 @@ class VFS:
         return bool(node.children) and any(
             self._has_local_changes(self.nodes[i]) for i in node.children.values())
 
-    async def _revalidate(self, node: Node) -> bool:
-        """Check a file against the server; True if our copy was dropped."""
+    async def _revalidate(self, node: Node) -> None:
+        """Check a file against the server; a clean copy of an older version goes."""
         if node.base is None or not self.online or not self._stale(node):
-            return False
+            return
         try:
             st = await self._remote(self.store.stat, self.path_of(node))
         except errors.Unavailable:
-            return False
+            return
         except errors.NotFound:
             if not self._has_local_changes(node) and node.ino in self.nodes:
                 parent = self.nodes[node.parent]
@@ -428,12 +430,10 @@ class VFS:
                     self._drop(node)
                 self.invalidate.entry(parent.ino, node.name)
                 raise fs_error(errno.ENOENT, "deleted on the server") from None
-            return False
+            return
         node.checked_at = self.clock()
         if st.kind == node.kind and st.fingerprint != node.base and not node.dirty:
             self._drop_content(node, st)
-            return True
-        return False
 
     # ------------------------------------------------------------ fetching
     async def _fetch(self, node: Node, start: int, end: int) -> None:
@@ -542,7 +542,7 @@ class VFS:
             raise fs_error(errno.EISDIR)
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         truncate = writable and bool(flags & os.O_TRUNC)
-        dropped = await self._revalidate(node)
+        await self._revalidate(node)
         if node.unlinked:
             raise fs_error(errno.ENOENT)
         if writable and not truncate:
@@ -551,7 +551,8 @@ class VFS:
             raise errors.Unavailable(f"{self.path_of(node)} is not cached and the server "
                                      f"is unavailable")
         fh = self._new_handle(node, writable)
-        self.handles[fh].keep_cache = not dropped
+        self.handles[fh].keep_cache = not node.refetched
+        node.refetched = False
         if truncate and node.size:
             self._set_size(node, 0)
         node.last_access = int(time.time())

@@ -47,6 +47,7 @@ class Node:
     generation: int = 0       # bumped by every local change of content
     unsaved: bool = False     # size / mtime / present changed since the last save
     unlinked: bool = False    # removed from the tree while still open
+    refetched: bool = False   # content dropped since the kernel last opened it
 
     @property
     def complete(self) -> bool:

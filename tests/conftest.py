@@ -1,0 +1,219 @@
+"""Fixtures: a server folder, the VFS driven without a mount, and a real FUSE mount
+run by the `cscfs` command in its own process.
+
+In CI (CI=true) a test that needs FUSE fails when FUSE is missing; elsewhere it
+is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from cscfs.cache import ContentStore
+from cscfs.config import Options
+from cscfs.metadata import State
+from cscfs.remote import LocalDirStore
+from cscfs.vfs import VFS
+
+from .fsapi import MountFS, VfsFS
+
+IN_CI = os.environ.get("CI") == "true"
+FAST = Options(write_back_delay=0.2, attr_ttl=0.2, remote_timeout=5.0, probe_interval=0.5)
+
+
+def fuse_missing() -> str | None:
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing"
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 is missing (apt-get install fuse3)"
+    try:
+        import pyfuse3  # noqa: F401
+    except ImportError as exc:
+        return f"pyfuse3 cannot load: {exc}"
+    return None
+
+
+def require_fuse() -> None:
+    reason = fuse_missing()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"FUSE is required in CI: {reason}")
+        pytest.skip(reason)
+
+
+def seed_server(root: Path) -> None:
+    (root / "docs").mkdir(parents=True, exist_ok=True)
+    (root / "hello.txt").write_text("hello from the server\n")
+    (root / "docs" / "report.txt").write_text("quarterly report v1\n")
+
+
+@pytest.fixture
+def server(tmp_path) -> Path:
+    root = tmp_path / "server"
+    root.mkdir()
+    seed_server(root)
+    return root
+
+
+class VfsRunner:
+    """The VFS on a trio loop in a thread of its own, as the daemon runs it, minus
+    FUSE: tests call its coroutines with `call`."""
+
+    def __init__(self, server: Path, data_dir: Path, options: Options = FAST):
+        self.server, self.data_dir, self.options = server, data_dir, options
+        self._ready = threading.Event()
+        self._stop: trio.Event | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("VFS did not start")
+        if self.error:
+            raise self.error
+
+    def _run(self):
+        try:
+            trio.run(self._main)
+        except BaseException as exc:  # surfaced to the test thread
+            self.error = exc
+            self._ready.set()
+
+    async def _main(self):
+        self.data_dir.mkdir(exist_ok=True)
+        self.state = State(str(self.data_dir / "state.db"))
+        self.content = ContentStore(str(self.data_dir / "content"))
+        self.vfs = VFS(LocalDirStore(str(self.server)), self.state, self.content, self.options)
+        self.token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        await self.vfs.probe_at_start()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.vfs.run_writeback)
+            nursery.start_soon(self.vfs.run_reprobe)
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+        self.vfs.close()
+        self.state.close()
+
+    def call(self, fn, *args):
+        return trio.from_thread.run(fn, *args, trio_token=self.token)
+
+    def call_sync(self, fn, *args):
+        return trio.from_thread.run_sync(fn, *args, trio_token=self.token)
+
+    def stop(self):
+        if self._stop is not None and self.thread.is_alive():
+            trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def env_dirs(tmp_path, monkeypatch):
+    """Isolated XDG dirs (short runtime dir: socket paths are limited to 108 bytes)."""
+    runtime = tempfile.mkdtemp(prefix="cs-")
+    config = tmp_path / "config"
+    (config / "cscfs").mkdir(parents=True)
+    (config / "cscfs" / "config.toml").write_text(
+        f"attr_ttl = {FAST.attr_ttl}\nprobe_interval = {FAST.probe_interval}\n")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    yield
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+def cscfs(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the installed command as a user would, in its own process."""
+    proc = subprocess.run([sys.executable, "-m", "cscfs", *args], capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cscfs {' '.join(args)} -> {proc.returncode}\n"
+                             f"{proc.stdout}{proc.stderr}")
+    return proc
+
+
+class Mounted:
+    def __init__(self, server: Path, mountpoint: Path, data_dir: Path, write_back_delay: float):
+        self.server, self.mountpoint, self.data_dir = server, mountpoint, data_dir
+        self.write_back_delay = write_back_delay
+        self.mount()
+
+    def mount(self):
+        self.mountpoint.mkdir(exist_ok=True)
+        cscfs("mount", str(self.server), str(self.mountpoint), "--data-dir", str(self.data_dir),
+              "--write-back-delay", str(self.write_back_delay))
+
+    def status(self) -> dict:
+        import json
+
+        return json.loads(cscfs("status", str(self.mountpoint), "--json").stdout)
+
+    def is_mounted(self) -> bool:
+        from cscfs.daemon import fuse_mounts
+
+        return str(self.mountpoint) in fuse_mounts()
+
+    def unmount(self, force: bool = False):
+        if not self.is_mounted():
+            return
+        args = ["unmount", str(self.mountpoint)] + (["--force"] if force else [])
+        proc = cscfs(*args, check=False)
+        if self.is_mounted():  # the daemon is gone: clean up what we mounted
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
+        assert proc.returncode == 0 or not self.is_mounted(), proc.stderr
+
+
+@pytest.fixture
+def mounted(tmp_path, server, env_dirs):
+    require_fuse()
+    m = Mounted(server, tmp_path / "mnt", tmp_path / "data", FAST.write_back_delay)
+    try:
+        yield m
+    finally:
+        m.unmount(force=True)
+
+
+@pytest.fixture
+def vfs_runner(tmp_path, server):
+    runner = VfsRunner(server, tmp_path / "data")
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+@pytest.fixture(params=["vfs", "mount"])
+def fs(request, tmp_path, server, env_dirs):
+    """The same behaviour suite, straight on the VFS and through a real mount."""
+    if request.param == "vfs":
+        runner = VfsRunner(server, tmp_path / "data")
+        try:
+            yield VfsFS(runner)
+        finally:
+            runner.stop()
+    else:
+        require_fuse()
+        m = Mounted(server, tmp_path / "mnt", tmp_path / "data", FAST.write_back_delay)
+        try:
+            yield MountFS(m)
+        finally:
+            m.unmount(force=True)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
