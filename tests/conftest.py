@@ -149,7 +149,10 @@ class Mounted:
         self.mount()
 
     def mount(self):
-        self.mountpoint.mkdir(exist_ok=True)
+        try:
+            self.mountpoint.mkdir()
+        except OSError:
+            pass  # there already, or a dead mount that `cscfs mount` clears itself
         cscfs("mount", str(self.server), str(self.mountpoint), "--data-dir", str(self.data_dir),
               "--write-back-delay", str(self.write_back_delay))
 
