@@ -1,0 +1,113 @@
+"""The RemoteStore contract: every store passes it (the local directory here; the
+SMB store joins through the `store` fixture's params)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cscfs import errors
+from cscfs.remote import LocalDirStore
+from cscfs.remote.base import TEMP_PREFIX
+
+
+@pytest.fixture(params=["local"])
+def store(request, tmp_path):
+    root = tmp_path / "share"
+    root.mkdir()
+    return LocalDirStore(str(root))
+
+
+def test_stat_and_scandir(store):
+    store.mkdir("d", 0o755)
+    store.upload("d/f.txt", [b"abc"], None, 0o640, 1_700_000_000_000_000_000)
+    st = store.stat("d/f.txt")
+    assert (st.name, st.kind, st.size, st.mode) == ("f.txt", "file", 3, 0o640)
+    assert st.mtime_ns == 1_700_000_000_000_000_000
+    entries = {e.name: e for e in store.scandir("d")}
+    assert entries["f.txt"].fingerprint == st.fingerprint
+    assert store.stat("").kind == "dir"
+    assert store.stat("d").kind == "dir"
+
+
+def test_read_ranges(store):
+    data = os.urandom(10_000)
+    store.upload("f", [data[:4000], data[4000:]], None, 0o644, 10**18)
+    assert store.read("f", 0, 10) == data[:10]
+    assert store.read("f", 9_990, 100) == data[9_990:]
+    assert store.read("f", 20_000, 10) == b""
+
+
+def test_upload_checks_the_expected_fingerprint(store):
+    first = store.upload("f", [b"one"], None, 0o644, 10**18)
+    with pytest.raises(errors.Changed):
+        store.upload("f", [b"again"], None, 0o644, 10**18)  # must not exist
+    second = store.upload("f", [b"two"], first.fingerprint, 0o644, 2 * 10**18)
+    assert store.read("f", 0, 10) == b"two"
+    with pytest.raises(errors.Changed) as exc:
+        store.upload("f", [b"three"], first.fingerprint, 0o644, 10**18)
+    assert exc.value.current.fingerprint == second.fingerprint
+    assert store.read("f", 0, 10) == b"two"
+    store.remove("f")
+    with pytest.raises(errors.Changed) as exc:
+        store.upload("f", [b"four"], second.fingerprint, 0o644, 10**18)
+    assert exc.value.current is None
+
+
+def test_failed_upload_leaves_no_partial_file(store):
+    def broken():
+        yield b"first half"
+        raise RuntimeError("the source failed")
+
+    with pytest.raises(RuntimeError):
+        store.upload("f", broken(), None, 0o644, 10**18)
+    assert [e.name for e in store.scandir("")] == []
+    assert not any(n.startswith(TEMP_PREFIX) for n in os.listdir(store.root))
+
+
+def test_rename_replace_and_noreplace(store):
+    store.upload("a", [b"a"], None, 0o644, 10**18)
+    store.upload("b", [b"b"], None, 0o644, 10**18)
+    with pytest.raises(errors.AlreadyExists):
+        store.rename("a", "b", replace=False)
+    store.rename("a", "b", replace=True)
+    assert store.read("b", 0, 1) == b"a"
+    store.mkdir("d", 0o755)
+    store.rename("d", "e", replace=False)
+    assert store.stat("e").kind == "dir"
+
+
+def test_errors_are_classified(store):
+    with pytest.raises(errors.NotFound):
+        store.stat("missing")
+    with pytest.raises(errors.NotFound):
+        store.read("missing", 0, 1)
+    store.mkdir("d", 0o755)
+    with pytest.raises(errors.AlreadyExists):
+        store.mkdir("d", 0o755)
+    store.upload("d/f", [b"x"], None, 0o644, 10**18)
+    with pytest.raises(errors.NotEmpty):
+        store.rmdir("d")
+    store.remove("d/f")
+    store.rmdir("d")
+    with pytest.raises(errors.NotFound):
+        store.remove("d/f")
+
+
+def test_symlink_chmod_mtime_space(store):
+    st = store.symlink("target/path", "ln")
+    assert st.kind == "symlink" and st.target == "target/path"
+    store.upload("f", [b"x"], None, 0o644, 10**18)
+    assert store.chmod("f", 0o600).mode == 0o600
+    assert store.set_mtime("f", 123_456_789_000).mtime_ns == 123_456_789_000
+    space = store.space()
+    assert space.total_bytes > 0 and space.free_bytes >= 0
+
+
+def test_a_missing_share_is_unavailable_not_missing(tmp_path):
+    store = LocalDirStore(str(tmp_path / "unmounted-share"))
+    with pytest.raises(errors.Unavailable):
+        store.stat("")
+    with pytest.raises(errors.Unavailable):
+        store.scandir("docs")
