@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 
 import click
 
@@ -33,13 +35,15 @@ def run_demo(base: str) -> int:
         plan = daemon.plan_mount(server, mountpoint, None)
         daemon.start_background(plan, Options())
         click.echo(f"mounted the demo share {server} at {mountpoint}")
+    exe = shutil.which("cscfs") or os.path.join(os.path.dirname(sys.executable), "cscfs")
+    cscfs = "cscfs" if shutil.which("cscfs") == exe else exe
     click.echo(f"""
 Try next:
   ls -l {mountpoint}
   echo "hello" >> {mountpoint}/notes/todo.md     # uploaded 2 s after close
   cat {server}/notes/todo.md                      # the server has it
   getfattr -n user.cscfs.status {mountpoint}/README.txt
-  cscfs status {mountpoint}
-  cscfs check {mountpoint}
-  cscfs unmount {mountpoint}""")
+  {cscfs} status {mountpoint}
+  {cscfs} check {mountpoint}
+  {cscfs} unmount {mountpoint}""")
     return 0
