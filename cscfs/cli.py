@@ -41,14 +41,25 @@ def cli() -> None:
 @click.option("--foreground", is_flag=True, help="stay in the foreground until unmounted")
 @click.option("--write-back-delay", type=click.FloatRange(min=0), metavar="S",
               help=OPTION_HELP["write_back_delay"] + " (default 2)")
+@click.option("--credentials", "credentials_file", metavar="FILE",
+              help="SMB: a cifs-style credentials file (username=, password=, domain=), "
+                   "readable by you only")
 @click.option("--ready-fd", type=int, hidden=True)
-def mount(server, mountpoint, data_dir, foreground, write_back_delay, ready_fd):
-    """Mount SERVER (a folder) at MOUNTPOINT through the local cache."""
+@click.option("--secret-stdin", is_flag=True, hidden=True)
+def mount(server, mountpoint, data_dir, foreground, write_back_delay, credentials_file,
+          ready_fd, secret_stdin):
+    """Mount SERVER at MOUNTPOINT through the local cache.
+
+    SERVER is a folder (a local directory, an NFS or CIFS mount) or an SMB share,
+    smb://[DOMAIN;]USER@HOST[:PORT]/SHARE[/PATH]. The SMB password comes from
+    --credentials FILE, the CSCFS_SMB_PASSWORD environment variable or the keyring.
+    """
     from . import daemon
 
     options = load_options(write_back_delay=write_back_delay)
     try:
-        plan = daemon.plan_mount(server, mountpoint, data_dir)
+        creds = _smb_credentials(server, credentials_file, secret_stdin)
+        plan = daemon.plan_mount(server, mountpoint, data_dir, options, creds)
     except UserError as exc:
         if ready_fd is not None:
             os.write(ready_fd, f"error: {exc}\n".encode())
@@ -59,6 +70,20 @@ def mount(server, mountpoint, data_dir, foreground, write_back_delay, ready_fd):
     state = "" if plan.server_reachable else " (server unreachable: working from the cache)"
     click.echo(f"mounted {plan.store.url} at {plan.mountpoint}{state}")
     return 0
+
+
+def _smb_credentials(server: str, credentials_file: str | None, secret_stdin: bool):
+    if not server.startswith("smb://"):
+        if credentials_file:
+            raise UserError("--credentials is for smb:// servers")
+        return None
+    from . import credentials
+    from .remote.smb import parse_url
+
+    if secret_stdin:
+        return credentials.Credentials(**json.loads(sys.stdin.readline()))
+    target = parse_url(server)
+    return credentials.resolve(target.username, target.domain, target.host, credentials_file)
 
 
 @cli.command()

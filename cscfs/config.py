@@ -33,6 +33,8 @@ class Options:
                  "is not cached")
     probe_interval: float = _opt(
         5.0, "seconds between checks whether an unavailable server is back")
+    encrypt: bool = _opt(
+        False, "SMB: encrypt all traffic even when the server does not require it")
 
 
 OPTION_HELP = {f.name: f.metadata["help"] for f in fields(Options)}
@@ -56,6 +58,10 @@ def load_options(path: str | None = None, **overrides) -> Options:
     for key, value in values.items():
         if key not in known:
             raise UserError(f"config file {path}: unknown option {key!r}")
+        if known[key] == "bool":
+            if not isinstance(value, bool):
+                raise UserError(f"config file {path}: {key} must be true or false")
+            continue
         want = float if known[key] == "float" else int
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise UserError(f"config file {path}: {key} must be a number >= 0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ from . import control, errors
 from .cache import ContentStore
 from .check import check
 from .config import Options, default_data_dir, socket_path
+from .credentials import ENV_PASSWORD
 from .errors import UserError
 from .metadata import State
 from .remote import RemoteStore, open_store
@@ -33,6 +35,7 @@ class MountPlan:
     data_dir: str
     store: RemoteStore
     server_reachable: bool
+    credentials: object = None  # credentials.Credentials for smb://, handed to the daemon on stdin
 
 
 def fuse_mounts() -> dict[str, str]:
@@ -72,10 +75,13 @@ def _lock_data_dir(data_dir: str) -> int:
     return fd
 
 
-def plan_mount(server: str, mountpoint: str, data_dir: str | None) -> MountPlan:
+def plan_mount(server: str, mountpoint: str, data_dir: str | None,
+               options: Options | None = None, credentials=None) -> MountPlan:
     """Check everything the user gave us before anything changes; one clear error."""
+    options = options or Options()
     mountpoint = os.path.abspath(os.path.expanduser(mountpoint))
-    store = open_store(server)
+    store = open_store(server, credentials, timeout=options.remote_timeout,
+                       encrypt=options.encrypt)
     clear_stale_mount(mountpoint)
     if not os.path.exists(mountpoint):
         raise UserError(f"mount point {mountpoint} does not exist")
@@ -95,8 +101,8 @@ def plan_mount(server: str, mountpoint: str, data_dir: str | None) -> MountPlan:
         st = store.stat("")
         if st.kind != "dir":
             raise UserError(f"server {store.url} is not a folder")
-    except errors.NotFound:
-        raise UserError(f"server {store.url} does not exist") from None
+    except errors.NotFound as exc:
+        raise UserError(f"server {store.url} does not exist ({exc})") from None
     except errors.Unavailable as exc:
         if known_server is None:  # nothing cached to start from
             raise UserError(f"server {store.url} does not exist or is unreachable "
@@ -107,7 +113,7 @@ def plan_mount(server: str, mountpoint: str, data_dir: str | None) -> MountPlan:
     _prepare_data_dir(data_dir)
     fd = _lock_data_dir(data_dir)  # only to fail early; the daemon takes it for real
     os.close(fd)
-    return MountPlan(server, mountpoint, data_dir, store, reachable)
+    return MountPlan(server, mountpoint, data_dir, store, reachable, credentials)
 
 
 def _known_server(data_dir: str) -> str | None:
@@ -146,10 +152,19 @@ def start_background(plan: MountPlan, options: Options) -> int:
     argv = [sys.executable, "-m", "cscfs", "mount", plan.server, plan.mountpoint,
             "--foreground", "--data-dir", plan.data_dir, "--ready-fd", str(write_fd),
             "--write-back-delay", repr(options.write_back_delay)]
-    with open(log_path, "ab") as logf, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen(argv, stdin=devnull, stdout=logf, stderr=logf,
-                                pass_fds=(write_fd,), start_new_session=True)
+    # The password goes to the daemon on its stdin: never in argv or its environment.
+    env = {k: v for k, v in os.environ.items() if k != ENV_PASSWORD}
+    if plan.credentials is not None:
+        argv.append("--secret-stdin")
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=logf, stderr=logf,
+                                pass_fds=(write_fd,), start_new_session=True, env=env)
     os.close(write_fd)
+    if plan.credentials is not None:
+        c = plan.credentials
+        proc.stdin.write(json.dumps({"username": c.username, "password": c.password,
+                                     "domain": c.domain}).encode() + b"\n")
+    proc.stdin.close()
     with os.fdopen(read_fd, "rb") as ready:
         answer = ready.read().decode(errors="replace").strip()
     if answer == "ok":
@@ -224,6 +239,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.vfs.run_writeback)
             nursery.start_soon(self.vfs.run_reprobe)
+            nursery.start_soon(self.vfs.run_watch)
             nursery.start_soon(control.serve, sock, self.handle)
             nursery.start_soon(self._signals)
             await fuse_ops.serve()

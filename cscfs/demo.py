@@ -32,7 +32,7 @@ def run_demo(base: str) -> int:
                 with open(path, "w") as f:
                     f.write(text)
         os.makedirs(mountpoint, exist_ok=True)
-        plan = daemon.plan_mount(server, mountpoint, None)
+        plan = daemon.plan_mount(server, mountpoint, None)  # a folder: no credentials
         daemon.start_background(plan, Options())
         click.echo(f"mounted the demo share {server} at {mountpoint}")
     exe = shutil.which("cscfs") or os.path.join(os.path.dirname(sys.executable), "cscfs")

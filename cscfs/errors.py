@@ -56,6 +56,12 @@ class NotEmpty(RemoteError):
     errno = errno.ENOTEMPTY
 
 
+class InvalidName(RemoteError):
+    """the server does not allow this name"""
+
+    errno = errno.EINVAL
+
+
 class Unavailable(RemoteError):
     """the server is unreachable (temporary: it means offline, not failure)"""
 

@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import stat as statmod
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
@@ -494,6 +495,15 @@ class VFS:
     def _check_new_name(self, parent: Node, name: str) -> None:
         if name in parent.children:
             raise fs_error(errno.EEXIST)
+        self._check_server_name(name)
+
+    def _check_server_name(self, name: str) -> None:
+        """Refuse now a name the server would refuse at upload time."""
+        try:
+            self.store.check_name(name)
+        except errors.InvalidName as exc:
+            log.warning("refused name: %s", exc)
+            raise
 
     async def mkdir(self, parent_ino: int, name: str, mode: int) -> Node:
         parent = self._dir(parent_ino)
@@ -531,6 +541,7 @@ class VFS:
                 raise fs_error(errno.EEXIST)
             node = self.nodes[parent.children[name]]
             return await self.open(node.ino, flags), node
+        self._check_server_name(name)
         with self._changing(parent):
             node = self._add_node(parent, name, "file", mode & 0o7777, dirty=True)
         self.content.truncate(node.ino, 0)
@@ -651,6 +662,8 @@ class VFS:
                 if size:
                     await self._fetch(node, 0, node.size)
                 self._set_size(node, size)
+        if not self.store.stores_modes:
+            mode = None  # like a cifs mount: chmod succeeds and changes nothing
         if mode is None and mtime_ns is None:
             return node
         if node.base is not None and not node.dirty and (self.online or node.kind != "file"):
@@ -741,6 +754,7 @@ class VFS:
         target = self.nodes[target_ino] if target_ino is not None else None
         if target is node:
             return
+        self._check_server_name(new_name)
         if target is not None:
             if flags & RENAME_NOREPLACE:
                 raise fs_error(errno.EEXIST)
@@ -907,6 +921,7 @@ class VFS:
                 self._schedule(node, 0)
                 return
             node.base = st.fingerprint
+            node.mode = st.mode  # what the server keeps (SMB: no POSIX modes)
             node.checked_at = self.clock()
             if node.generation == gen and self.path_of(node) == path:
                 node.dirty = False
@@ -990,6 +1005,47 @@ class VFS:
                     t <= self.clock() for t in self._due.values())):
                 await trio.sleep(0.05)
         return self.pending_uploads
+
+    # ------------------------------------------------- change notification
+    async def run_watch(self) -> None:
+        """Follow the server's change notifications where the store has them, so a
+        change by another client shows without waiting for attr_ttl."""
+        watch = getattr(self.store, "watch", None)
+        if watch is None:
+            return
+        token = trio.lowlevel.current_trio_token()
+        stop = threading.Event()
+
+        def on_change(path: str) -> None:
+            try:
+                trio.from_thread.run_sync(self.on_remote_change, path, trio_token=token)
+            except trio.RunFinishedError:
+                stop.set()
+
+        try:
+            await trio.to_thread.run_sync(watch, on_change, stop, abandon_on_cancel=True)
+        finally:
+            stop.set()
+
+    def on_remote_change(self, path: str) -> None:
+        """Something under `path` changed on the server: forget what we checked."""
+        if not path:
+            for node in self.nodes.values():
+                node.checked_at = -1e9
+            return
+        node = self.nodes[ROOT_INO]
+        for part in path.split("/"):
+            ino = node.children.get(part) if node.children is not None else None
+            if ino is None:
+                break
+            node = self.nodes[ino]
+        node.checked_at = -1e9
+        parent = self.nodes.get(node.parent)
+        if parent is not None:
+            parent.checked_at = -1e9
+            self.invalidate.entry(parent.ino, node.name)
+        elif node.ino == ROOT_INO:
+            node.checked_at = -1e9
 
     # ------------------------------------------------------------- probing
     async def run_reprobe(self) -> None:

@@ -12,8 +12,21 @@ __all__ = ["Fingerprint", "RemoteStat", "RemoteStore", "SpaceInfo", "join", "ope
            "LocalDirStore"]
 
 
-def open_store(server: str) -> RemoteStore:
-    """The store for a SERVER argument (a directory path; smb:// comes later)."""
+def open_store(server: str, credentials=None, *, timeout: float = 5.0,
+               encrypt: bool = False) -> RemoteStore:
+    """The store for a SERVER argument: smb://... or a directory path."""
+    if server.startswith("smb://"):
+        from .smb import SMBStore, parse_url
+
+        target = parse_url(server)
+        if credentials is not None and credentials.username and not target.username:
+            target = target.__class__(target.host, target.port, target.share, target.path,
+                                      credentials.username, credentials.domain)
+        if not target.username:
+            raise errors.UserError(f"no user name for {server}: smb://USER@HOST/SHARE or "
+                                   f"username= in the credentials file")
+        return SMBStore(target, credentials.password if credentials else None,
+                        encrypt=True if encrypt else None, timeout=timeout)
     if "://" in server:
-        raise errors.UserError(f"unsupported server {server!r}: give a directory path")
+        raise errors.UserError(f"unsupported server {server!r}: give smb://... or a folder")
     return LocalDirStore(os.path.abspath(os.path.expanduser(server)))

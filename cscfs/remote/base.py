@@ -51,6 +51,11 @@ class SpaceInfo:
 
 class RemoteStore(Protocol):
     url: str  # what the user named, without secrets
+    stores_modes: bool  # False: permission bits are not kept (SMB); chmod is a no-op
+
+    def check_name(self, name: str) -> None:
+        """Raise errors.InvalidName, naming the rule, for a name the server refuses."""
+        ...
 
     def stat(self, path: str) -> RemoteStat: ...
 
@@ -89,6 +94,10 @@ class RemoteStore(Protocol):
     def space(self) -> SpaceInfo: ...
 
     def close(self) -> None: ...
+
+    # Optional: watch(on_change: Callable[[str], None], stop: threading.Event) -> None,
+    # blocking in a thread, calls on_change(path) for each change made on the server
+    # ("" when it may have missed some). Stores without it are polled (attr_ttl).
 
 
 def join(parent: str, name: str) -> str:

@@ -31,9 +31,14 @@ class LocalDirStore:
     """RemoteStore over a directory tree. A missing root means the share is gone
     (an unmounted NFS export, a removed disk): Unavailable, not NotFound."""
 
+    stores_modes = True
+
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
         self.url = self.root
+
+    def check_name(self, name: str) -> None:
+        pass  # the kernel already refuses "/" and NUL; everything else is allowed
 
     # -- helpers -----------------------------------------------------------
     def _abs(self, path: str) -> str:

@@ -1,0 +1,369 @@
+"""An SMB share as the server, through smbprotocol (SMB 3.1.1, signing, optional
+encryption). No kernel CIFS mount: a dead link becomes "unavailable", never a hang.
+
+Every call passes the credentials again, so that smbclient opens a new connection by
+itself when the old one died. Each new connection's socket gets TCP_USER_TIMEOUT and
+keepalive, so a request in flight on a blackholed link fails instead of waiting for
+TCP's 15 minutes; the VFS puts its own deadline around every call as well.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import re
+import secrets
+import socket
+import stat as statmod
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable
+from urllib.parse import unquote, urlsplit
+
+import smbclient
+from smbclient._io import SMBDirectoryIO
+from smbprotocol import exceptions as smbexc
+from smbprotocol.file_info import FileAttributes, FileInformationClass
+from smbprotocol.structure import DateTimeField
+
+from .. import errors
+from .base import TEMP_PREFIX, Fingerprint, RemoteStat, SpaceInfo
+
+log = logging.getLogger("cscfs.smb")
+# smbprotocol logs whole messages at DEBUG and a dead connection's worker thread at
+# WARNING; neither helps a user and the first may hold secrets.
+logging.getLogger("smbprotocol").setLevel(logging.ERROR)
+logging.getLogger("smbclient").setLevel(logging.ERROR)
+logging.getLogger("spnego").setLevel(logging.ERROR)
+
+_EPOCH_FT = DateTimeField.EPOCH_FILETIME
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
+             *(f"LPT{i}" for i in range(10))}
+_FORBIDDEN_CHARS = re.compile(r'[\\:*?"<>|\x00-\x1f]')
+
+
+@dataclass(frozen=True)
+class SmbTarget:
+    host: str
+    port: int
+    share: str
+    path: str  # inside the share, "/"-separated, no leading slash
+    username: str | None
+    domain: str | None
+
+    @property
+    def url(self) -> str:
+        user = f"{self.domain};{self.username}@" if self.domain else (
+            f"{self.username}@" if self.username else "")
+        port = f":{self.port}" if self.port != 445 else ""
+        return f"smb://{user}{self.host}{port}/{self.share}" + (f"/{self.path}" if self.path else "")
+
+
+def parse_url(url: str) -> SmbTarget:
+    """smb://[DOMAIN;]USER@HOST[:PORT]/SHARE[/PATH]"""
+    parts = urlsplit(url)
+    if parts.scheme != "smb" or not parts.hostname:
+        raise errors.UserError(f"not an SMB address: {url!r} (smb://[DOMAIN;]USER@HOST[:PORT]/SHARE[/PATH])")
+    if parts.password is not None:
+        raise errors.UserError("a password does not belong in the address: use --credentials "
+                               "FILE, the keyring or CSCFS_SMB_PASSWORD")
+    try:
+        port = parts.port or 445
+    except ValueError:
+        raise errors.UserError(f"bad port in {url!r}") from None
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if not segments:
+        raise errors.UserError(f"no share named in {url!r}")
+    user = unquote(parts.username) if parts.username else None
+    domain = None
+    if user and ";" in user:
+        domain, user = user.split(";", 1)
+    return SmbTarget(parts.hostname, port, segments[0], "/".join(segments[1:]), user, domain)
+
+
+def check_name(name: str) -> None:
+    """Names SMB servers refuse, refused here at create time with the rule named."""
+    rule = None
+    if _FORBIDDEN_CHARS.search(name):
+        rule = 'contains a character SMB forbids (\\ : * ? " < > | or a control character)'
+    elif name.endswith((".", " ")):
+        rule = "ends with a dot or a space"
+    elif name.split(".", 1)[0].upper().rstrip(" ") in _RESERVED:
+        rule = "is a reserved device name (CON, PRN, AUX, NUL, COM1-9, LPT1-9)"
+    elif len(name.encode("utf-16-le")) // 2 > 255:
+        rule = "is longer than 255 UTF-16 units"
+    if rule:
+        raise errors.InvalidName(f"{name!r} {rule}")
+
+
+def _filetime_ns(field) -> int:
+    # The raw 100 ns FILETIME: smbprotocol's datetime view would cut it to 1 us.
+    return (struct.unpack("<Q", field.pack())[0] - _EPOCH_FT) * 100
+
+
+class SMBStore:
+    stores_modes = False  # SMB has no POSIX permission bits (without unix extensions)
+
+    def __init__(self, target: SmbTarget, password: str | None, *, encrypt: bool | None = None,
+                 timeout: float = 5.0):
+        self.target = target
+        self.url = target.url
+        self._password = password
+        self._encrypt = encrypt
+        self.timeout = timeout
+        self._cache: dict = {}
+        self._tuned: set[int] = set()
+        self._lock = threading.Lock()
+        root = f"\\\\{target.host}\\{target.share}"
+        self._root = root + ("\\" + target.path.replace("/", "\\") if target.path else "")
+
+    def __repr__(self) -> str:  # never the password
+        return f"SMBStore({self.url})"
+
+    # -- connection -----------------------------------------------------------
+    def _kw(self) -> dict:
+        return dict(port=self.target.port, username=self._user(), password=self._password,
+                    connection_cache=self._cache, connection_timeout=self.timeout,
+                    encrypt=self._encrypt)
+
+    def _user(self) -> str | None:
+        t = self.target
+        return f"{t.domain}\\{t.username}" if t.domain and t.username else t.username
+
+    def _session(self) -> None:
+        with self._lock:
+            smbclient.register_session(self.target.host, **self._kw())
+            for conn in self._cache.values():
+                if id(conn) not in self._tuned and conn.transport.connected:
+                    self._tune(conn.transport._sock)
+                    self._tuned.add(id(conn))
+
+    def _tune(self, sock: socket.socket) -> None:
+        ms = max(1000, int(self.timeout * 1000))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, ms)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(self.timeout / 2)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+
+    def _p(self, path: str) -> str:
+        return self._root + ("\\" + path.replace("/", "\\") if path else "")
+
+    def _call(self, path: str, fn: Callable, *args, **kwargs):
+        try:
+            self._session()
+            return fn(*args, **kwargs, **self._kw())
+        except errors.CscfsError:
+            raise
+        except Exception as exc:
+            raise self._classify(exc, path) from exc
+
+    def _classify(self, exc: Exception, path: str) -> errors.CscfsError:
+        where = path or "/"
+        if isinstance(exc, (smbexc.LogonFailure, smbexc.WrongPassword, smbexc.PasswordExpired,
+                            smbexc.SMBAuthenticationError)):
+            return errors.PermissionDenied(f"{self.url}: logon failure (bad user name or password)")
+        if isinstance(exc, smbexc.BadNetworkName):
+            return errors.NotFound(f"{self.url}: no share named {self.target.share!r}")
+        if isinstance(exc, smbexc.AccessDenied):
+            return errors.PermissionDenied(f"{where}: access denied")
+        if isinstance(exc, smbexc.ObjectNameInvalid):
+            return errors.InvalidName(f"{where}: the server refuses this name")
+        if isinstance(exc, OSError) and isinstance(exc, smbexc.SMBException):
+            err = exc.errno or errno.EIO
+            cls = {errno.ENOENT: errors.NotFound, errno.EEXIST: errors.AlreadyExists,
+                   errno.EACCES: errors.PermissionDenied, errno.EPERM: errors.PermissionDenied,
+                   errno.ENOTEMPTY: errors.NotEmpty, errno.ENOTDIR: errors.NotFound}.get(err)
+            if cls:
+                return cls(f"{where}: {exc.strerror}")
+            return errors.RemoteError(f"{where}: {exc.strerror}", err=err)
+        if isinstance(exc, (smbexc.SMBConnectionClosed, ConnectionError, TimeoutError,
+                            socket.timeout, ValueError, OSError, smbexc.SMBException)):
+            # ValueError: smbprotocol's "Failed to connect to ..."; OSError: the socket.
+            text = str(exc) or type(exc).__name__
+            if isinstance(exc, ValueError) and "Failed to connect" not in text:
+                return errors.RemoteError(f"{where}: {text}")
+            self._forget_connection()
+            return errors.Unavailable(f"{self.target.host}: {text}")
+        return errors.RemoteError(f"{where}: {type(exc).__name__}: {exc}")
+
+    def _forget_connection(self) -> None:
+        # A dead connection stays in the cache; the next call must dial anew.
+        with self._lock:
+            for key, conn in list(self._cache.items()):
+                if not conn.transport.connected:
+                    del self._cache[key]
+                    self._tuned.discard(id(conn))
+
+    # -- stat and listing ---------------------------------------------------------
+    def _from_info(self, name: str, attrs: int, size: int, mtime_ns: int, file_id: int,
+                   path: str) -> RemoteStat:
+        if attrs & FileAttributes.FILE_ATTRIBUTE_REPARSE_POINT:
+            try:
+                target = smbclient.readlink(self._p(path), **self._kw())
+                return RemoteStat(name, "symlink", 0, mtime_ns, 0o777, file_id,
+                                  target.replace("\\", "/"))
+            except Exception:
+                pass  # a junction or other reparse point: show what it stands for
+        if attrs & FileAttributes.FILE_ATTRIBUTE_DIRECTORY:
+            return RemoteStat(name, "dir", 0, mtime_ns, 0o755, file_id)
+        mode = 0o444 if attrs & FileAttributes.FILE_ATTRIBUTE_READONLY else 0o644
+        return RemoteStat(name, "file", size, mtime_ns, mode, file_id)
+
+    def stat(self, path: str) -> RemoteStat:
+        st = self._call(path, smbclient.stat, self._p(path), follow_symlinks=False)
+        return self._from_info(path.rsplit("/", 1)[-1], st.st_file_attributes, st.st_size,
+                               st.st_mtime_ns, st.st_ino, path)
+
+    def scandir(self, path: str) -> list[RemoteStat]:
+        def listing(**kw):
+            out = []
+            with SMBDirectoryIO(self._p(path), share_access="rwd", **kw) as d:
+                for raw in d.query_directory(
+                        "*", FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION):
+                    name = raw["file_name"].get_value().decode("utf-16-le")
+                    if name in (".", "..") or name.startswith(TEMP_PREFIX):
+                        continue
+                    out.append(self._from_info(
+                        name, raw["file_attributes"].get_value(), raw["end_of_file"].get_value(),
+                        _filetime_ns(raw["last_write_time"]), raw["file_id"].get_value(),
+                        f"{path}/{name}" if path else name))
+            return out
+
+        return self._call(path, listing)
+
+    # -- data -----------------------------------------------------------------------
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        def do(**kw):
+            with smbclient.open_file(self._p(path), mode="rb", share_access="rwd",
+                                     buffering=0, **kw) as f:
+                f.seek(offset)
+                parts, done = [], 0
+                while done < length:
+                    buf = f.read(length - done)
+                    if not buf:
+                        break
+                    parts.append(buf)
+                    done += len(buf)
+                return b"".join(parts)
+
+        return self._call(path, do)
+
+    def _check_expected(self, path: str, expected: Fingerprint | None) -> None:
+        try:
+            current = self.stat(path)
+        except errors.NotFound:
+            if expected is not None:
+                raise errors.Changed(f"{path}: deleted on the server", current=None)
+            return
+        if expected is None or current.fingerprint != expected:
+            raise errors.Changed(f"{path}: changed on the server", current=current)
+
+    def upload(self, path: str, chunks: Iterable[bytes], expected: Fingerprint | None,
+               mode: int, mtime_ns: int) -> RemoteStat:
+        self._check_expected(path, expected)
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        tmp = (f"{parent}/" if parent else "") + f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp"
+
+        def write_tmp(**kw):
+            with smbclient.open_file(self._p(tmp), mode="xb", buffering=0, **kw) as f:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[f.write(view):]
+            # After the close: a close with writes would set the time itself.
+            smbclient.utime(self._p(tmp), ns=(mtime_ns, mtime_ns), **kw)
+
+        try:
+            self._call(tmp, write_tmp)
+            # RACE: a change by another client between this check and the rename is
+            # replaced by ours; SMB2 has no rename conditional on the target's version.
+            self._check_expected(path, expected)
+            self._call(path, smbclient.replace, self._p(tmp), self._p(path))
+        except BaseException:
+            try:
+                smbclient.remove(self._p(tmp), **self._kw())
+            except Exception:
+                pass
+            raise
+        return self.stat(path)
+
+    # -- namespace ----------------------------------------------------------------------
+    def mkdir(self, path: str, mode: int) -> RemoteStat:
+        self._call(path, smbclient.mkdir, self._p(path))
+        return self.stat(path)
+
+    def rmdir(self, path: str) -> None:
+        self._call(path, smbclient.rmdir, self._p(path))
+
+    def remove(self, path: str) -> None:
+        self._call(path, smbclient.remove, self._p(path))
+
+    def rename(self, old: str, new: str, replace: bool) -> None:
+        if replace:
+            self._call(old, smbclient.replace, self._p(old), self._p(new))
+        else:
+            self._call(old, smbclient.rename, self._p(old), self._p(new))
+
+    def symlink(self, target: str, path: str) -> RemoteStat:
+        raise errors.RemoteError(f"{path}: the SMB server does not store symbolic links",
+                                 err=errno.EPERM)
+
+    def chmod(self, path: str, mode: int) -> RemoteStat:
+        return self.stat(path)  # no POSIX modes on SMB; like a cifs mount, a no-op
+
+    def set_mtime(self, path: str, mtime_ns: int) -> RemoteStat:
+        self._call(path, smbclient.utime, self._p(path), ns=(mtime_ns, mtime_ns))
+        return self.stat(path)
+
+    def space(self) -> SpaceInfo:
+        v = self._call("", smbclient.stat_volume, self._p(""))
+        return SpaceInfo(v.total_size, v.caller_available_size, 0, 0)
+
+    def check_name(self, name: str) -> None:
+        check_name(name)
+
+    # -- change notification -----------------------------------------------------------
+    def watch(self, on_change: Callable[[str], None], stop: threading.Event) -> None:
+        """Call on_change(path) for every change reported under the root, until stop
+        is set. Runs in a thread of its own; re-arms after each event and re-opens
+        after a lost connection."""
+        from smbprotocol.change_notify import (ChangeNotifyFlags, CompletionFilter,
+                                               FileSystemWatcher)
+
+        filt = (CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME
+                | CompletionFilter.FILE_NOTIFY_CHANGE_DIR_NAME
+                | CompletionFilter.FILE_NOTIFY_CHANGE_LAST_WRITE
+                | CompletionFilter.FILE_NOTIFY_CHANGE_SIZE
+                | CompletionFilter.FILE_NOTIFY_CHANGE_ATTRIBUTES)
+        while not stop.is_set():
+            try:
+                self._session()
+                with SMBDirectoryIO(self._p(""), mode="r", share_access="rwd", **self._kw()) as d:
+                    while not stop.is_set():
+                        w = FileSystemWatcher(d.fd)
+                        w.start(filt, flags=ChangeNotifyFlags.SMB2_WATCH_TREE)
+                        while not w.response_event.wait(0.2):
+                            if stop.is_set():
+                                w.cancel()
+                                return
+                        for r in w.result or []:
+                            on_change(r["file_name"].get_value().replace("\\", "/"))
+                        if not w.result:  # overflow: the server lost track, rescan all
+                            on_change("")
+            except smbexc.SMBException as exc:
+                if isinstance(exc, (smbexc.NotSupported, smbexc.InvalidDeviceRequest)):
+                    log.info("%s has no change notification: polling only", self.url)
+                    return
+                log.info("change notification interrupted (%s); re-arming", type(exc).__name__)
+            except Exception as exc:
+                log.info("change notification interrupted (%s); re-arming", type(exc).__name__)
+            on_change("")  # we may have missed something while disarmed
+            stop.wait(2.0)
+
+    def close(self) -> None:
+        try:
+            smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._cache)
+        except Exception:
+            pass
