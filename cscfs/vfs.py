@@ -475,8 +475,15 @@ class VFS:
         await self._refresh(parent)
         ino = parent.children.get(name)
         if ino is None:
+            self._require_listing(parent)
             raise fs_error(errno.ENOENT)
         return self.nodes[ino]
+
+    def _require_listing(self, d: Node) -> None:
+        """A folder never listed from the server cannot say a name is not there."""
+        if not d.listed and not self.online:
+            raise errors.Unavailable(f"{self.path_of(d) or '/'} was never listed and the "
+                                     f"server is unavailable")
 
     async def getattr(self, ino: int) -> Attr:
         return self.attr(self.node(ino))
@@ -484,6 +491,7 @@ class VFS:
     async def readdir(self, ino: int) -> list[tuple[str, Node]]:
         d = self._dir(ino)
         await self._refresh(d)
+        self._require_listing(d)
         return [(name, self.nodes[i]) for name, i in d.children.items()]
 
     async def readlink(self, ino: int) -> str:

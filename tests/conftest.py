@@ -57,6 +57,58 @@ def seed_server(root: Path) -> None:
     (root / "docs" / "report.txt").write_text("quarterly report v1\n")
 
 
+def require_samba() -> None:
+    from .linklab.rig import SambaRig
+
+    reason = SambaRig.missing()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"Samba is required in CI: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def samba():
+    """One real Samba server in a network namespace for the whole run. Not under
+    pytest's tmp_path: that is 0700, and smbd reaches the share as the share user."""
+    require_samba()
+    from .linklab.rig import SambaRig
+
+    base = Path(tempfile.mkdtemp(prefix="cscfs-samba-"))
+    rig = SambaRig(base)
+    try:
+        rig.start()
+        yield rig
+    finally:
+        rig.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class SmbShare:
+    """A fresh folder of the Samba share for one test: `url` for cscfs, `root` the
+    same folder on the server's disk."""
+
+    def __init__(self, rig, name: str, host: str | None = None):
+        self.rig = rig
+        rig.server_mkdir(name)
+        self.root = rig.share_dir / name
+        self.url = rig.url(host=host, path=name)
+        self.credentials = rig.credentials_file(rig.base_dir / f"{name}.cred")
+
+
+@pytest.fixture
+def smb_share(samba, request):
+    import uuid
+
+    share = SmbShare(samba, f"t-{uuid.uuid4().hex[:10]}")
+    seed_server(share.root)
+    try:
+        yield share
+    finally:
+        samba.restore()
+        shutil.rmtree(share.root, ignore_errors=True)
+
+
 @pytest.fixture
 def server(tmp_path) -> Path:
     root = tmp_path / "server"
@@ -143,8 +195,14 @@ def cscfs(*args: str, check: bool = True, timeout: float = 120) -> subprocess.Co
 
 
 class Mounted:
-    def __init__(self, server: Path, mountpoint: Path, data_dir: Path, write_back_delay: float):
+    """A mount made by `cscfs mount`. `server` is the server folder on this machine's
+    disk (for SMB: the share's folder), `source` what cscfs is given."""
+
+    def __init__(self, server: Path, mountpoint: Path, data_dir: Path, write_back_delay: float,
+                 source: str | None = None, extra: tuple[str, ...] = ()):
         self.server, self.mountpoint, self.data_dir = server, mountpoint, data_dir
+        self.source = source or str(server)
+        self.extra = extra
         self.write_back_delay = write_back_delay
         self.mount()
 
@@ -153,8 +211,8 @@ class Mounted:
             self.mountpoint.mkdir()
         except OSError:
             pass  # there already, or a dead mount that `cscfs mount` clears itself
-        cscfs("mount", str(self.server), str(self.mountpoint), "--data-dir", str(self.data_dir),
-              "--write-back-delay", str(self.write_back_delay))
+        cscfs("mount", self.source, str(self.mountpoint), "--data-dir", str(self.data_dir),
+              "--write-back-delay", str(self.write_back_delay), *self.extra)
 
     def status(self) -> dict:
         import json
@@ -195,10 +253,24 @@ def vfs_runner(tmp_path, server):
         runner.stop()
 
 
-@pytest.fixture(params=["vfs", "mount"])
+@pytest.fixture
+def smb_mounted(tmp_path, smb_share, env_dirs):
+    require_fuse()
+    m = Mounted(smb_share.root, tmp_path / "mnt", tmp_path / "data", FAST.write_back_delay,
+                source=smb_share.url, extra=("--credentials", str(smb_share.credentials)))
+    try:
+        yield m
+    finally:
+        m.unmount(force=True)
+
+
+@pytest.fixture(params=["vfs", "mount", "smb"])
 def fs(request, tmp_path, server, env_dirs):
-    """The same behaviour suite, straight on the VFS and through a real mount."""
-    if request.param == "vfs":
+    """The same behaviour suite straight on the VFS, through a real mount of a
+    folder, and through a real mount of a real Samba share."""
+    if request.param == "smb":
+        yield MountFS(request.getfixturevalue("smb_mounted"))
+    elif request.param == "vfs":
         runner = VfsRunner(server, tmp_path / "data")
         try:
             yield VfsFS(runner)

@@ -18,6 +18,7 @@ class MountFS:
 
     def __init__(self, mounted):
         self.m = mounted
+        self.smb = mounted.source.startswith("smb://")
         self.root = str(mounted.mountpoint)
         self.server = mounted.server
 
@@ -110,6 +111,7 @@ class MountFS:
 
 class VfsFS:
     kind = "vfs"
+    smb = False
 
     def __init__(self, runner):
         self.r = runner

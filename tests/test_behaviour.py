@@ -10,7 +10,6 @@ import stat
 import threading
 import time
 
-import pytest
 
 from .fsapi import errno_of
 
@@ -25,7 +24,8 @@ def test_lists_and_reads_what_the_server_has(fs):
     assert fs.read("hello.txt") == b"hello from the server\n"
     st = fs.stat("hello.txt")
     assert stat.S_ISREG(st.st_mode) and st.st_size == len(b"hello from the server\n")
-    assert st.st_mtime_ns == (fs.server / "hello.txt").stat().st_mtime_ns
+    # SMB keeps time in 100 ns units
+    assert abs(st.st_mtime_ns - (fs.server / "hello.txt").stat().st_mtime_ns) < (100 if fs.smb else 1)
     assert stat.S_ISDIR(fs.stat("docs").st_mode)
     assert errno_of(fs.read, "missing.txt") == errno.ENOENT
 
@@ -125,6 +125,9 @@ def test_editor_save_replaces_the_server_file_atomically(fs):
 
 
 def test_symlinks(fs):
+    if fs.smb:  # SMB shares do not store symbolic links: refused, never stuck later
+        assert errno_of(fs.symlink, "docs/report.txt", "link") == errno.EPERM
+        return
     fs.symlink("docs/report.txt", "link")
     assert fs.readlink("link") == "docs/report.txt"
     assert os.readlink(fs.server / "link") == "docs/report.txt"
@@ -133,7 +136,9 @@ def test_symlinks(fs):
 
 def test_chmod_truncate_and_utime(fs):
     fs.chmod("hello.txt", 0o600)
-    assert stat.S_IMODE(fs.stat("hello.txt").st_mode) == 0o600
+    # SMB keeps no POSIX modes: like a cifs mount, chmod succeeds and changes nothing
+    mode = 0o644 if fs.smb else 0o600
+    assert stat.S_IMODE(fs.stat("hello.txt").st_mode) == mode
     fs.truncate("hello.txt", 5)
     assert fs.read("hello.txt") == b"hello"
     fs.truncate("hello.txt", 8)
@@ -144,10 +149,11 @@ def test_chmod_truncate_and_utime(fs):
     fs.settle()
     st = (fs.server / "hello.txt").stat()
     assert (fs.server / "hello.txt").read_bytes() == b"hello\0\0\0"
-    assert stat.S_IMODE(st.st_mode) == 0o600
     assert st.st_mtime_ns == when
-    fs.chmod("docs", 0o700)
-    assert stat.S_IMODE((fs.server / "docs").stat().st_mode) == 0o700
+    if not fs.smb:
+        assert stat.S_IMODE(st.st_mode) == 0o600
+        fs.chmod("docs", 0o700)
+        assert stat.S_IMODE((fs.server / "docs").stat().st_mode) == 0o700
 
 
 def test_hard_links_are_refused(fs):

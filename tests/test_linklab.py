@@ -5,35 +5,17 @@ the reason."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from .linklab import SambaRig
 
 
-@pytest.fixture(scope="module")
-def rig():
-    reason = SambaRig.missing()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the SMB link lab is required in CI: {reason}")
-        pytest.skip(reason)
-    # Not under pytest's tmp_path: /tmp/pytest-of-root is 0700, and smbd must reach the share
-    # as the share user.
-    base = Path(tempfile.mkdtemp(prefix="cscfs-linklab-"))
-    r = SambaRig(base)
-    try:
-        r.start()
-        yield r
-    finally:
-        r.stop()
-        shutil.rmtree(base, ignore_errors=True)
+@pytest.fixture
+def rig(samba):
+    """The session's rig (conftest.py): one smbd per run, the namespace names are fixed."""
+    return samba
 
 
 @pytest.fixture

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import errno
 import filecmp
-import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
-import time
 
 import pytest
 
-from .conftest import FAST, Mounted, cscfs, require_fuse, wait_for
+from .conftest import Mounted, cscfs, require_fuse, wait_for
 
 
 def run(*args, cwd=None):

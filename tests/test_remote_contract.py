@@ -1,8 +1,9 @@
-"""The RemoteStore contract: every store passes it (the local directory here; the
-SMB store joins through the `store` fixture's params)."""
+"""The RemoteStore contract: every store passes it, the local directory and a real
+Samba share alike."""
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -12,18 +13,37 @@ from cscfs.remote import LocalDirStore
 from cscfs.remote.base import TEMP_PREFIX
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "smb"])
 def store(request, tmp_path):
-    root = tmp_path / "share"
-    root.mkdir()
-    return LocalDirStore(str(root))
+    if request.param == "local":
+        root = tmp_path / "share"
+        root.mkdir()
+        s = LocalDirStore(str(root))
+        s.disk = root
+        yield s
+        return
+    import uuid
+
+    from cscfs.credentials import Credentials
+    from cscfs.remote import open_store
+
+    rig = request.getfixturevalue("samba")
+    name = f"c-{uuid.uuid4().hex[:10]}"
+    rig.server_mkdir(name)
+    s = open_store(rig.url(path=name), Credentials(rig.user, rig.password), timeout=5)
+    s.disk = rig.share_dir / name
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def test_stat_and_scandir(store):
     store.mkdir("d", 0o755)
     store.upload("d/f.txt", [b"abc"], None, 0o640, 1_700_000_000_000_000_000)
     st = store.stat("d/f.txt")
-    assert (st.name, st.kind, st.size, st.mode) == ("f.txt", "file", 3, 0o640)
+    assert (st.name, st.kind, st.size) == ("f.txt", "file", 3)
+    assert st.mode == (0o640 if store.stores_modes else 0o644)
     assert st.mtime_ns == 1_700_000_000_000_000_000
     entries = {e.name: e for e in store.scandir("d")}
     assert entries["f.txt"].fingerprint == st.fingerprint
@@ -63,7 +83,7 @@ def test_failed_upload_leaves_no_partial_file(store):
     with pytest.raises(RuntimeError):
         store.upload("f", broken(), None, 0o644, 10**18)
     assert [e.name for e in store.scandir("")] == []
-    assert not any(n.startswith(TEMP_PREFIX) for n in os.listdir(store.root))
+    assert not any(n.startswith(TEMP_PREFIX) for n in os.listdir(store.disk))
 
 
 def test_rename_replace_and_noreplace(store):
@@ -96,10 +116,15 @@ def test_errors_are_classified(store):
 
 
 def test_symlink_chmod_mtime_space(store):
-    st = store.symlink("target/path", "ln")
-    assert st.kind == "symlink" and st.target == "target/path"
+    if store.stores_modes:
+        st = store.symlink("target/path", "ln")
+        assert st.kind == "symlink" and st.target == "target/path"
+    else:  # SMB: refused with a permanent error, not taken and lost
+        with pytest.raises(errors.RemoteError) as exc:
+            store.symlink("target/path", "ln")
+        assert exc.value.errno == errno.EPERM
     store.upload("f", [b"x"], None, 0o644, 10**18)
-    assert store.chmod("f", 0o600).mode == 0o600
+    assert store.chmod("f", 0o600).mode == (0o600 if store.stores_modes else 0o644)
     assert store.set_mtime("f", 123_456_789_000).mtime_ns == 123_456_789_000
     space = store.space()
     assert space.total_bytes > 0 and space.free_bytes >= 0

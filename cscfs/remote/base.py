@@ -10,7 +10,7 @@ means the server cannot be reached now and says nothing about the file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Iterable, Iterator, Protocol
 
 # Names we write on the server while an upload is in flight; never listed.
 TEMP_PREFIX = ".~cscfs-"
@@ -98,6 +98,23 @@ class RemoteStore(Protocol):
     # Optional: watch(on_change: Callable[[str], None], stop: threading.Event) -> None,
     # blocking in a thread, calls on_change(path) for each change made on the server
     # ("" when it may have missed some). Stores without it are polled (attr_ttl).
+
+
+class SourceFailed(Exception):
+    """Reading the data to upload failed on our side: not the server's fault, so a
+    store re-raises the cause (`__cause__`) instead of classifying it."""
+
+
+def guarded(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    it = iter(chunks)
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise SourceFailed() from exc
+        yield chunk
 
 
 def join(parent: str, name: str) -> str:

@@ -9,7 +9,7 @@ import stat as statmod
 from typing import Iterable
 
 from .. import errors
-from .base import TEMP_PREFIX, Fingerprint, RemoteStat, SpaceInfo
+from .base import TEMP_PREFIX, Fingerprint, RemoteStat, SourceFailed, SpaceInfo, guarded
 
 # errnos that say "the server (or the mount in front of it) is not reachable now".
 _UNAVAILABLE = {
@@ -143,6 +143,7 @@ class LocalDirStore:
             finally:
                 os.close(fd)
 
+        chunks = guarded(chunks)
         try:
             self._call(tmp, write_tmp)
             # RACE: another client may change `path` between the check above and
@@ -150,11 +151,13 @@ class LocalDirStore:
             # this window with an exclusive open; a plain directory cannot.
             self._check_expected(path, expected)
             self._call(path, os.replace, self._abs(tmp), self._abs(path))
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.unlink(self._abs(tmp))
             except OSError:
                 pass
+            if isinstance(exc, SourceFailed):
+                raise exc.__cause__ from None
             raise
         return self.stat(path)
 

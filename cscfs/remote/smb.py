@@ -14,7 +14,6 @@ import logging
 import re
 import secrets
 import socket
-import stat as statmod
 import struct
 import threading
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from smbprotocol.file_info import FileAttributes, FileInformationClass
 from smbprotocol.structure import DateTimeField
 
 from .. import errors
-from .base import TEMP_PREFIX, Fingerprint, RemoteStat, SpaceInfo
+from .base import TEMP_PREFIX, Fingerprint, RemoteStat, SourceFailed, SpaceInfo, guarded
 
 log = logging.getLogger("cscfs.smb")
 # smbprotocol logs whole messages at DEBUG and a dead connection's worker thread at
@@ -97,9 +96,46 @@ def check_name(name: str) -> None:
         raise errors.InvalidName(f"{name!r} {rule}")
 
 
-def _filetime_ns(field) -> int:
-    # The raw 100 ns FILETIME: smbprotocol's datetime view would cut it to 1 us.
-    return (struct.unpack("<Q", field.pack())[0] - _EPOCH_FT) * 100
+# [MS-FSCC] 2.4.18 FileIdFullDirectoryInformation, up to the name: next offset,
+# index, creation/access/write/change FILETIMEs, end of file, allocation, attributes,
+# name length, EA size, reserved, file id. smbprotocol parses the times into
+# datetimes, which cut the 100 ns FILETIME to 1 us, so we read the records ourselves.
+_DIR_RECORD = struct.Struct("<IIQQQQQQIIIIQ")
+
+
+def _dir_records(buffer: bytes):
+    """(name, attributes, size, mtime_ns, file_id) for each record of a reply."""
+    offset = 0
+    while True:
+        (next_offset, _index, _ctime, _atime, mtime, _chtime, size, _alloc, attrs,
+         name_len, _ea, _reserved, file_id) = _DIR_RECORD.unpack_from(buffer, offset)
+        start = offset + _DIR_RECORD.size
+        name = buffer[start:start + name_len].decode("utf-16-le")
+        yield name, attrs, size, (mtime - _EPOCH_FT) * 100, file_id
+        if not next_offset:
+            return
+        offset += next_offset
+
+
+def _list_open_dir(open_) -> list:
+    """All records of an open directory handle, in as many replies as it takes."""
+    from smbprotocol.open import QueryDirectoryFlags, SMB2QueryDirectoryResponse
+
+    records, flags = [], QueryDirectoryFlags.SMB2_RESTART_SCANS
+    while True:
+        query, _ = open_.query_directory(
+            "*", FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION, flags=flags,
+            send=False)
+        tree = open_.tree_connect
+        request = open_.connection.send(query, tree.session.session_id, tree.tree_connect_id)
+        try:
+            response = open_.connection.receive(request)
+        except (smbexc.NoMoreFiles, smbexc.NoSuchFile):
+            return records
+        reply = SMB2QueryDirectoryResponse()
+        reply.unpack(response["data"].get_value())
+        records.extend(_dir_records(reply["buffer"].get_value()))
+        flags = 0
 
 
 class SMBStore:
@@ -154,7 +190,7 @@ class SMBStore:
         try:
             self._session()
             return fn(*args, **kwargs, **self._kw())
-        except errors.CscfsError:
+        except (errors.CscfsError, SourceFailed):
             raise
         except Exception as exc:
             raise self._classify(exc, path) from exc
@@ -220,15 +256,11 @@ class SMBStore:
         def listing(**kw):
             out = []
             with SMBDirectoryIO(self._p(path), share_access="rwd", **kw) as d:
-                for raw in d.query_directory(
-                        "*", FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION):
-                    name = raw["file_name"].get_value().decode("utf-16-le")
+                for name, attrs, size, mtime_ns, file_id in _list_open_dir(d.fd):
                     if name in (".", "..") or name.startswith(TEMP_PREFIX):
                         continue
-                    out.append(self._from_info(
-                        name, raw["file_attributes"].get_value(), raw["end_of_file"].get_value(),
-                        _filetime_ns(raw["last_write_time"]), raw["file_id"].get_value(),
-                        f"{path}/{name}" if path else name))
+                    out.append(self._from_info(name, attrs, size, mtime_ns, file_id,
+                                               f"{path}/{name}" if path else name))
             return out
 
         return self._call(path, listing)
@@ -275,17 +307,20 @@ class SMBStore:
             # After the close: a close with writes would set the time itself.
             smbclient.utime(self._p(tmp), ns=(mtime_ns, mtime_ns), **kw)
 
+        chunks = guarded(chunks)
         try:
             self._call(tmp, write_tmp)
             # RACE: a change by another client between this check and the rename is
             # replaced by ours; SMB2 has no rename conditional on the target's version.
             self._check_expected(path, expected)
             self._call(path, smbclient.replace, self._p(tmp), self._p(path))
-        except BaseException:
+        except BaseException as exc:
             try:
                 smbclient.remove(self._p(tmp), **self._kw())
             except Exception:
-                pass
+                pass  # unreachable now: a stray temporary name, never listed
+            if isinstance(exc, SourceFailed):
+                raise exc.__cause__ from None
             raise
         return self.stat(path)
 

@@ -310,6 +310,8 @@ class SambaRig:
    path = {self.share_dir}
    read only = no
    valid users = {self.user}
+   # root on the share, so that tests may also change it straight on the disk as root
+   admin users = {self.user}
 """)
 
     def _start_tunwire(self, deadline: float) -> None:
