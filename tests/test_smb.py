@@ -207,3 +207,19 @@ def test_bad_credentials_host_share_and_credentials_file(tmp_path, samba, smb_sh
     assert os.listdir(mp) == []
     assert name  # the share folder itself is untouched by all of this
     assert sorted(os.listdir(smb_share.root)) == ["docs", "hello.txt"]
+
+
+def test_password_from_the_keyring(tmp_path, samba, smb_share, env_dirs, monkeypatch):
+    """The system keyring as the password's source (a file-backed keyring here, the
+    same keyring API a desktop's Secret Service answers)."""
+    require_fuse()
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
+    monkeypatch.delenv("CSCFS_SMB_PASSWORD", raising=False)
+    import keyring
+
+    keyring.set_password("cscfs", f"{samba.user}@{samba.wire_host}", samba.password)
+    m = Mounted(smb_share.root, tmp_path / "mnt", tmp_path / "data", 0.2, source=smb_share.url)
+    try:
+        assert (m.mountpoint / "hello.txt").read_bytes() == b"hello from the server\n"
+    finally:
+        m.unmount(force=True)
