@@ -1,2 +1,7 @@
-"""Latency and cost probes: measure, and a pure policy that turns samples into a
-link state. Depends on nothing of ours; arrives with the link-modes issue."""
+"""Link probes: measurements (measure.py) and a pure policy that turns samples into
+a link state (policy.py). Depends on nothing of ours."""
+
+from .measure import ProbeFailed, tcp_connect_ms
+from .policy import LinkPolicy, LinkState
+
+__all__ = ["LinkPolicy", "LinkState", "ProbeFailed", "tcp_connect_ms"]
