@@ -126,12 +126,13 @@ def status(mountpoint, as_json):
     rows = [
         ("server", s["server"]),
         ("mount point", s["mountpoint"]),
-        ("mode", s["mode"] + (f" ({s['offline_reason']})" if s["offline_reason"] else "")),
+        ("mode", f"{s['mode']} since {_when(s['mode_since'])} ({s['mode_reason']})"),
+        ("median RTT", "unknown" if s["median_rtt_ms"] is None else f"{s['median_rtt_ms']:.1f} ms"),
         ("pending uploads", s["pending_uploads"]),
+        ("pending changes", f"{s['pending_changes']} (folder changes made offline)"),
         ("open conflicts", s["open_conflicts"]),
         ("cached", f"{s['cached_items']} files, {_size(s['cached_bytes'])}"),
-        ("last upload", f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['at']))} "
-                        f"{last['path']}" if last else "none yet"),
+        ("last upload", f"{_when(last['at'])} {last['path']}" if last else "none yet"),
         ("data dir", s["data_dir"]),
     ]
     for key, value in rows:
@@ -161,6 +162,45 @@ def demo(base):
     from .demo import run_demo
 
     return run_demo(os.path.expanduser(base))
+
+
+@cli.command()
+@click.argument("mountpoint")
+def offline(mountpoint):
+    """Work offline: serve everything from the cache until `cscfs online`, also
+    across restarts."""
+    answer = _ask(mountpoint, {"cmd": "offline"})
+    click.echo(f"{answer['mode']} ({answer['reason']})")
+    return 0
+
+
+@cli.command()
+@click.argument("mountpoint")
+def online(mountpoint):
+    """End work-offline: go online as soon as the link allows."""
+    answer = _ask(mountpoint, {"cmd": "online"})
+    click.echo(f"{answer['mode']} ({answer['reason']})")
+    return 0
+
+
+@cli.command()
+@click.argument("mountpoint")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--limit", default=200, show_default=True, help="how many of the latest")
+def events(mountpoint, as_json, limit):
+    """List what happened: mode changes with their reasons."""
+    rows = _ask(mountpoint, {"cmd": "events", "limit": limit})["events"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return 0
+    for e in rows:
+        rtt = "" if e["rtt_ms"] is None else f" [median RTT {e['rtt_ms']:.1f} ms]"
+        click.echo(f"{_when(e['at'])}  {e['kind']:5} {e['mode'] or '':15} {e['reason']}{rtt}")
+    return 0
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 def _size(n: int) -> str:

@@ -32,7 +32,19 @@ class Options:
         1 << 20, "bytes fetched from the server at a time when a read needs data that "
                  "is not cached")
     probe_interval: float = _opt(
-        5.0, "seconds between checks whether an unavailable server is back")
+        5.0, "seconds before the first check whether an unavailable server is back "
+             "(then 1.5x longer each time, up to 120)")
+    probe_online_interval: float = _opt(
+        1.0, "seconds between liveness probes while the server is reachable (an SMB "
+             "echo; at least 10 s for other probes)")
+    probe_timeout: float = _opt(
+        2.5, "seconds a probe may take before the server counts as unreachable")
+    slow_link_ms: float = _opt(
+        35.0, "median round-trip time in ms above which the link is slow (slow-link mode)")
+    always_offline: bool = _opt(
+        False, "always work from the cache; sync only when asked or on schedule")
+    probe: str = _opt(
+        "", "HOST:PORT to probe for a folder server (an NFS or CIFS mount's server)")
     encrypt: bool = _opt(
         False, "SMB: encrypt all traffic even when the server does not require it")
 
@@ -61,6 +73,10 @@ def load_options(path: str | None = None, **overrides) -> Options:
         if known[key] == "bool":
             if not isinstance(value, bool):
                 raise UserError(f"config file {path}: {key} must be true or false")
+            continue
+        if known[key] == "str":
+            if not isinstance(value, str):
+                raise UserError(f"config file {path}: {key} must be a string")
             continue
         want = float if known[key] == "float" else int
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

@@ -21,6 +21,7 @@ from .cache import ContentStore
 from .check import check
 from .config import Options, default_data_dir, socket_path
 from .credentials import ENV_PASSWORD
+from .linkmon import LinkMonitor
 from .errors import UserError
 from .metadata import State
 from .remote import RemoteStore, open_store
@@ -36,6 +37,15 @@ class MountPlan:
     store: RemoteStore
     server_reachable: bool
     credentials: object = None  # credentials.Credentials for smb://, handed to the daemon on stdin
+
+
+def parse_probe(value: str) -> tuple[str, int] | None:
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--probe {value!r}: give HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 def fuse_mounts() -> dict[str, str]:
@@ -200,6 +210,7 @@ class Daemon:
         self.content = ContentStore(os.path.join(plan.data_dir, "content"))
         self.vfs = VFS(plan.store, self.state, self.content, options, FuseInvalidator())
         self.ops = FuseOperations(self.vfs)
+        self.monitor = LinkMonitor(self.vfs, parse_probe(options.probe))
         self.socket_path = socket_path(plan.mountpoint)
         self.started = time.time()
 
@@ -213,6 +224,11 @@ class Daemon:
         if cmd == "check":
             self.vfs.save_all()
             return {"faults": check(self.state, self.content, self.vfs.open_unlinked())}
+        if cmd in ("offline", "online"):
+            self.vfs.set_work_offline(cmd == "offline")
+            return {"mode": self.vfs.mode, "reason": self.vfs.mode_reason}
+        if cmd == "events":
+            return {"events": self.state.events(int(request.get("limit", 200)))}
         if cmd == "unmount":
             from . import fuse_ops
 
@@ -227,18 +243,18 @@ class Daemon:
     async def main(self, ready_fd: int | None) -> None:
         from . import fuse_ops
 
-        await self.vfs.probe_at_start()
+        await self.monitor.probe_once(reconnect=True)  # a cold start must not wait long
         fuse_ops.mount(self.ops, self.plan.mountpoint)
         sock = control.bind(self.socket_path)
         log.info("mounted %s at %s (data dir %s, %s)", self.plan.store.url,
                  self.plan.mountpoint, self.plan.data_dir,
-                 "online" if self.vfs.online else "offline: " + self.vfs.offline_reason)
+                 f"{self.vfs.mode}: {self.vfs.mode_reason}")
         if ready_fd is not None:
             os.write(ready_fd, b"ok\n")
             os.close(ready_fd)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.vfs.run_writeback)
-            nursery.start_soon(self.vfs.run_reprobe)
+            nursery.start_soon(self.monitor.run)
             nursery.start_soon(self.vfs.run_watch)
             nursery.start_soon(control.serve, sock, self.handle)
             nursery.start_soon(self._signals)

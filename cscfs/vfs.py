@@ -35,7 +35,10 @@ from typing import Callable, Iterator, Protocol
 
 import trio
 
-from . import errors
+from netprobe import LinkPolicy, LinkState
+from netprobe.policy import UNREACHABLE
+
+from . import errors, modes
 from .cache import ContentStore, RangeSet
 from .config import Options
 from .errors import fs_error
@@ -121,8 +124,13 @@ class VFS:
         self.nodes: dict[int, Node] = {}
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
-        self.online = True
-        self.offline_reason = ""
+        # Mode: the link's state (netprobe policy) + the user's switch + the config.
+        self.policy = LinkPolicy(slow_ms=options.slow_link_ms)
+        self.link_state: LinkState = self.policy.current
+        self.work_offline = state.get_meta("work_offline") == "1"
+        self.mode, self.mode_reason, self.mode_since = "", "", time.time()
+        self.journal_len = state.journal_count()
+        self._replaying = False
         self._file_locks: dict[int, trio.Lock] = {}
         self._refresh_locks: dict[int, trio.Lock] = {}
         self.dir_gen: dict[int, int] = {}
@@ -130,10 +138,11 @@ class VFS:
         self._due: dict[int, float] = {}      # ino -> monotonic time its upload is due
         self._uploading: int | None = None
         self._wake = trio.Event()
-        self._back_online = trio.Event()
+        self._prefetch_queue: list[int] = []
         self._space_cache: tuple[float, FsSpace] | None = None
         self.uploads_done = 0
         self._load()
+        self._update_mode()
 
     # ------------------------------------------------------------------ setup
     def _load(self) -> None:
@@ -233,11 +242,49 @@ class VFS:
                 self.dir_gen[ino] += 1
                 self._busy_dirs[ino] -= 1
 
-    async def _remote(self, fn, *args):
-        """Call the store in a worker thread under the deadline. Unavailable (or
-        the deadline) switches us offline and is re-raised."""
-        if not self.online:
-            raise errors.Unavailable(f"server unavailable: {self.offline_reason}")
+    # ----------------------------------------------------------------- modes
+    @property
+    def online(self) -> bool:
+        return self.mode == modes.ONLINE
+
+    @property
+    def reachable(self) -> bool:
+        return self.link_state.state != UNREACHABLE
+
+    def link_observed(self, rtt_ms: float | None, failure: str = "") -> None:
+        """A probe's result (or a failed call to the server) changes the link state."""
+        self.link_state = self.policy.observe(rtt_ms, failure)
+        self._update_mode()
+
+    def set_work_offline(self, on: bool) -> None:
+        """The user's switch, kept in the state database across restarts."""
+        self.work_offline = on
+        self.state.set_meta("work_offline", "1" if on else "0")
+        self._update_mode()
+
+    def _update_mode(self) -> None:
+        d = modes.decide(self.link_state, work_offline=self.work_offline,
+                         always_offline=self.opts.always_offline)
+        if d.mode == self.mode:
+            self.mode_reason = d.reason
+            return
+        previous, self.mode, self.mode_reason = self.mode, d.mode, d.reason
+        self.mode_since = time.time()
+        self.state.add_event("mode", d.reason, mode=d.mode, rtt_ms=self.link_state.median_ms)
+        log.warning("mode %s -> %s (%s)", previous or "start", d.mode, d.reason)
+        if self.online:
+            for node in self.nodes.values():
+                if node.dirty and node.ino not in self._due and not node.unlinked:
+                    self._due[node.ino] = 0.0
+            self._wake.set()
+
+    async def _remote(self, fn, *args, background: bool = False):
+        """Call the store in a worker thread under the deadline. A failure to reach
+        the server makes the link unreachable (offline) and is re-raised. Only the
+        online mode calls the server from a request; background work (prefetch,
+        replay) also runs on a slow link."""
+        if not (self.online or (background and self.reachable and self.mode == modes.SLOW_LINK)):
+            raise errors.Unavailable(f"{self.mode}: {self.mode_reason}")
         try:
             with trio.fail_after(self.opts.remote_timeout):
                 return await trio.to_thread.run_sync(
@@ -246,26 +293,8 @@ class VFS:
             exc = errors.Unavailable(f"no answer within {self.opts.remote_timeout:g} s")
         except errors.Unavailable as e:
             exc = e
-        self._go_offline(str(exc))
+        self.link_observed(None, str(exc))
         raise exc
-
-    def _go_offline(self, reason: str) -> None:
-        if self.online:
-            log.warning("server %s unavailable (%s): serving from the cache",
-                        self.store.url, reason)
-        self.online = False
-        self.offline_reason = reason
-
-    def _go_online(self) -> None:
-        if not self.online:
-            log.info("server %s reachable again", self.store.url)
-        self.online = True
-        self.offline_reason = ""
-        for node in self.nodes.values():
-            if node.dirty and node.ino not in self._due:
-                self._due[node.ino] = 0.0
-        self._wake.set()
-        self._back_online.set()
 
     def attr(self, node: Node) -> Attr:
         size = node.size if node.kind == "file" else (
@@ -349,12 +378,13 @@ class VFS:
 
     # -------------------------------------------------------- listing refresh
     async def _refresh(self, d: Node) -> None:
-        """Bring a folder's children up to date with the server when stale."""
-        if not self.online or not self._stale(d):
+        """Bring a folder's children up to date with the server when stale (not
+        while offline changes wait for replay: the server is not yet our picture)."""
+        if not self.direct or not self._stale(d):
             return
         lock = self._refresh_locks.setdefault(d.ino, trio.Lock())
         async with lock:
-            if not self.online or not self._stale(d) or d.ino not in self.nodes:
+            if not self.direct or not self._stale(d) or d.ino not in self.nodes:
                 return
             gen = self.dir_gen.get(d.ino, 0)
             started = self.clock()
@@ -418,7 +448,7 @@ class VFS:
 
     async def _revalidate(self, node: Node) -> None:
         """Check a file against the server; a clean copy of an older version goes."""
-        if node.base is None or not self.online or not self._stale(node):
+        if node.base is None or not self.direct or not self._stale(node):
             return
         try:
             st = await self._remote(self.store.stat, self.path_of(node))
@@ -437,33 +467,39 @@ class VFS:
             self._drop_content(node, st)
 
     # ------------------------------------------------------------ fetching
-    async def _fetch(self, node: Node, start: int, end: int) -> None:
+    async def _fetch(self, node: Node, start: int, end: int, background: bool = False) -> None:
         """Make [start, end) of a file present, fetching whole chunks."""
         end = min(end, node.size)
         if node.present.covers(start, end):
             return
-        if not self.online:
-            raise errors.Unavailable(f"{self.path_of(node)}: not cached and the server "
-                                     f"is unavailable")
+        if not self.online and not background:
+            raise errors.Unavailable(f"{self.path_of(node)}: not cached and the mode is "
+                                     f"{self.mode} ({self.mode_reason})")
         cs = self.opts.chunk_size
         start, end = start // cs * cs, min(node.size, -(-end // cs) * cs)
-        async with self._file_lock(node):
-            path = self.path_of(node)
-            fd = node.fd if node.fd >= 0 else self.content.open(node.ino)
-            try:
-                for s, e in node.present.missing(start, end):
-                    for pos in range(s, e, cs):
-                        want = min(cs, e - pos)
-                        data = await self._remote(self.store.read, path, pos, want)
-                        if len(data) < want:
-                            node.checked_at = -1e9  # shorter than we knew: recheck
-                            raise fs_error(errno.ESTALE, f"{path} changed on the server")
-                        os.pwrite(fd, data, pos)
-                        node.present.add(pos, pos + want)
-                        node.unsaved = True
-            finally:
-                if fd != node.fd:
-                    os.close(fd)
+        for pos in range(start, end, cs):
+            want = min(cs, end - pos)
+            if node.present.covers(pos, pos + want):
+                continue
+            # The lock is taken per chunk, so that a reader's chunk never waits
+            # behind a whole background fetch of the same file.
+            async with self._file_lock(node):
+                if node.present.covers(pos, pos + want) or node.unlinked:
+                    continue
+                path = self.path_of(node)
+                data = await self._remote(self.store.read, path, pos, want,
+                                          background=background)
+                if len(data) < want:
+                    node.checked_at = -1e9  # shorter than we knew: recheck at next open
+                    raise fs_error(errno.ESTALE, f"{path} changed on the server")
+                fd = node.fd if node.fd >= 0 else self.content.open(node.ino)
+                try:
+                    os.pwrite(fd, data, pos)
+                finally:
+                    if fd != node.fd:
+                        os.close(fd)
+                node.present.add(pos, pos + want)
+                node.unsaved = True
 
     # ------------------------------------------------------------ operations
     async def lookup(self, parent_ino: int, name: str) -> Node:
@@ -513,30 +549,61 @@ class VFS:
             log.warning("refused name: %s", exc)
             raise
 
+    @property
+    def direct(self) -> bool:
+        """Namespace changes go straight to the server: online, and nothing of the
+        offline journal still to replay before them."""
+        return self.online and self.journal_len == 0
+
+    def _journal(self, op: str, node: Node, path: str, **fields) -> None:
+        """Record a namespace change made while not online, for replay in order."""
+        self.state.journal_add(op, node.ino, node.kind, path, **fields)
+        self.journal_len += 1
+
     async def mkdir(self, parent_ino: int, name: str, mode: int) -> Node:
         parent = self._dir(parent_ino)
         await self._refresh(parent)
         self._check_new_name(parent, name)
+        path = join(self.path_of(parent), name)
         with self._changing(parent):
-            st = await self._remote(self.store.mkdir, join(self.path_of(parent), name),
-                                    mode & 0o7777)
+            if self.direct:
+                try:
+                    st = await self._remote(self.store.mkdir, path, mode & 0o7777)
+                except errors.Unavailable:
+                    pass  # the link went: journal it like any offline change
+                else:
+                    self._check_new_name(parent, name)
+                    node = self._add_node(parent, name, "dir", st.mode, mtime_ns=st.mtime_ns,
+                                          remote=st)
+                    node.listed = True
+                    self.state.save(node)
+                    return node
             self._check_new_name(parent, name)
-            node = self._add_node(parent, name, "dir", st.mode, mtime_ns=st.mtime_ns,
-                                  remote=st)
-            node.listed = True
-            self.state.save(node)
-        return node
+            with self.state.transaction():
+                node = self._add_node(parent, name, "dir", mode & 0o7777)
+                self._journal("mkdir", node, path, mode=mode & 0o7777)
+            return node
 
     async def symlink(self, parent_ino: int, name: str, target: str) -> Node:
         parent = self._dir(parent_ino)
         await self._refresh(parent)
         self._check_new_name(parent, name)
+        path = join(self.path_of(parent), name)
         with self._changing(parent):
-            st = await self._remote(self.store.symlink, target,
-                                    join(self.path_of(parent), name))
+            if self.direct:
+                try:
+                    st = await self._remote(self.store.symlink, target, path)
+                except errors.Unavailable:
+                    pass
+                else:
+                    self._check_new_name(parent, name)
+                    return self._add_node(parent, name, "symlink", 0o777,
+                                          mtime_ns=st.mtime_ns, target=target, remote=st)
             self._check_new_name(parent, name)
-            return self._add_node(parent, name, "symlink", 0o777, mtime_ns=st.mtime_ns,
-                                  target=target, remote=st)
+            with self.state.transaction():
+                node = self._add_node(parent, name, "symlink", 0o777, target=target)
+                self._journal("symlink", node, path, link_target=target)
+            return node
 
     async def create(self, parent_ino: int, name: str, mode: int, flags: int) -> tuple[int, Node]:
         """A new file lives only here until its first upload (after the last close),
@@ -569,6 +636,9 @@ class VFS:
         elif not node.present.spans and node.size and not self.online:
             raise errors.Unavailable(f"{self.path_of(node)} is not cached and the server "
                                      f"is unavailable")
+        if not node.complete and self.online:
+            self._prefetch_queue.append(node.ino)  # the rest, while the link is up
+            self._wake.set()
         fh = self._new_handle(node, writable)
         self.handles[fh].keep_cache = not node.refetched
         node.refetched = False
@@ -674,7 +744,15 @@ class VFS:
             mode = None  # like a cifs mount: chmod succeeds and changes nothing
         if mode is None and mtime_ns is None:
             return node
-        if node.base is not None and not node.dirty and (self.online or node.kind != "file"):
+        if node.kind != "file" and not self.direct:
+            # A folder or a link changed offline: here now, on the server at replay.
+            if mode is not None:
+                node.mode = mode & 0o7777
+            if mtime_ns is not None:
+                node.mtime_ns = mtime_ns
+            self._journal("setattr", node, self.path_of(node), mode=mode and mode & 0o7777,
+                          mtime_ns=mtime_ns)
+        elif node.base is not None and not node.dirty and self.direct:
             # Clean and on the server: change it there, keep the new fingerprint.
             path = self.path_of(node)
             async with self._file_lock(node):
@@ -689,8 +767,6 @@ class VFS:
                         node.base = st.fingerprint
                     node.size = st.size if node.kind == "file" else node.size
         else:
-            if node.kind != "file":
-                raise errors.Unavailable("folders change only while the server is reachable")
             if mode is not None:
                 node.mode = mode & 0o7777
             if mtime_ns is not None:
@@ -704,6 +780,13 @@ class VFS:
         self.state.save(node)
         return node
 
+    @staticmethod
+    def _on_server(node: Node) -> bool:
+        """Whether removing or moving this node must reach the server: it is there
+        (base), or its creation is in the journal (a folder or link made offline).
+        A file made here exists only here until its upload."""
+        return node.base is not None or node.kind != "file"
+
     async def unlink(self, parent_ino: int, name: str) -> None:
         parent = self._dir(parent_ino)
         node = await self.lookup(parent_ino, name)
@@ -711,10 +794,23 @@ class VFS:
             raise fs_error(errno.EISDIR)
         async with self._file_lock(node):
             with self._changing(parent):
-                if node.base is not None:
-                    await self._remove_remote(node, self.path_of(node))
+                path = self.path_of(node)
+                if self._on_server(node) and not await self._try_direct(
+                        self._remove_remote, node, path):
+                    self._journal("unlink", node, path,
+                                  base=node.base if node.kind == "file" else None)
                 if not node.unlinked and node.ino in self.nodes:
                     self._drop(node)
+
+    async def _try_direct(self, fn, *args) -> bool:
+        """Do a namespace change on the server now if we may; False: journal it."""
+        if not self.direct:
+            return False
+        try:
+            await fn(*args)
+            return True
+        except errors.Unavailable:
+            return False
 
     async def _remove_remote(self, node: Node, path: str) -> None:
         """Delete a server file only if it is still the version we knew."""
@@ -740,16 +836,22 @@ class VFS:
         if node.kind != "dir":
             raise fs_error(errno.ENOTDIR)
         await self._refresh(node)
+        self._require_listing(node)  # offline, only a listed folder is known to be empty
         if node.children:
             raise fs_error(errno.ENOTEMPTY)
         with self._changing(parent, node):
-            try:
-                await self._remote(self.store.rmdir, self.path_of(node))
-            except errors.NotFound:
-                pass
+            path = self.path_of(node)
+            if not await self._try_direct(self._rmdir_remote, path):
+                self._journal("rmdir", node, path)
             if node.children:
                 raise fs_error(errno.ENOTEMPTY)
             self._drop(node)
+
+    async def _rmdir_remote(self, path: str) -> None:
+        try:
+            await self._remote(self.store.rmdir, path)
+        except errors.NotFound:
+            pass
 
     async def rename(self, old_parent_ino: int, old_name: str, new_parent_ino: int,
                      new_name: str, flags: int = 0) -> None:
@@ -782,26 +884,36 @@ class VFS:
                 p = self.nodes[p.parent]
         async with self._file_lock(node):
             with self._changing(old_parent, new_parent):
+                old_path = self.path_of(node)
                 new_path = join(self.path_of(new_parent), new_name)
-                if node.base is not None:
-                    if target is not None and target.base is not None and target.kind == "file":
-                        # Replacing a server file: only the version we knew.
-                        st = await self._remote_stat_or_none(new_path)
-                        if st is not None and st.fingerprint != target.base:
-                            raise fs_error(errno.EBUSY, f"{new_path} changed on the server")
-                    await self._remote(self.store.rename, self.path_of(node), new_path,
-                                       target is not None and target.base is not None)
-                elif target is not None and target.base is not None and target.kind == "file":
+                replaces = target is not None and self._on_server(target)
+                if self._on_server(node):
+                    if not await self._try_direct(self._rename_remote, old_path, new_path,
+                                                  target, replaces):
+                        self._journal("rename", node, old_path, new_path=new_path,
+                                      base=node.base,
+                                      target=target.base if replaces else None)
+                elif replaces and target.kind == "file":
                     # A file new here replaces a server file (an editor's save): it
                     # takes over the replaced file's server version, so its upload
                     # replaces that version atomically, and only that version.
                     node.base = target.base
-                elif target is not None and target.base is not None:
-                    await self._remote(self.store.remove, new_path)  # a server symlink
+                elif replaces:  # a file new here replaces a server symlink
+                    if not await self._try_direct(self._remove_remote, target, new_path):
+                        self._journal("unlink", target, new_path)
                 if target is not None and target.ino in self.nodes:
                     self._drop(target)
                 self._move(node, new_parent, new_name)
                 node.checked_at = self.clock()
+
+    async def _rename_remote(self, old_path: str, new_path: str, target: Node | None,
+                             replaces: bool) -> None:
+        if replaces and target.kind == "file" and target.base is not None:
+            # Replacing a server file: only the version we knew.
+            st = await self._remote_stat_or_none(new_path)
+            if st is not None and st.fingerprint != target.base:
+                raise fs_error(errno.EBUSY, f"{new_path} changed on the server")
+        await self._remote(self.store.rename, old_path, new_path, replaces)
 
     async def _remote_stat_or_none(self, path: str) -> RemoteStat | None:
         try:
@@ -872,10 +984,21 @@ class VFS:
         return sum(1 for n in self.nodes.values() if n.dirty and not n.unlinked)
 
     async def run_writeback(self) -> None:
-        """Upload files whose write-back delay has passed, one at a time."""
+        """Background work, one thing at a time: replay the offline journal, fetch the
+        rest of files opened while partly cached, upload files whose write-back delay
+        has passed."""
+        from .replay import replay
+
         while True:
+            if self.online and self.journal_len:
+                await replay(self)  # namespace first: uploads go to today's paths
+            if self._prefetch_queue and self.reachable and self.mode in (
+                    modes.ONLINE, modes.SLOW_LINK):
+                await self._prefetch_one()
+                continue
             now = self.clock()
-            due = sorted((t, ino) for ino, t in self._due.items() if t <= now)
+            due = [] if self.journal_len else sorted(
+                (t, ino) for ino, t in self._due.items() if t <= now)
             if not due or not self.online:
                 wait = min(self._due.values(), default=now + 3600) - now
                 with trio.move_on_after(max(wait, 0.01) if self.online else 3600):
@@ -1009,10 +1132,23 @@ class VFS:
                 self._due[node.ino] = 0.0
         self._wake.set()
         with trio.move_on_after(timeout):
-            while self.online and (self._uploading is not None or any(
+            while self.online and (self._uploading is not None or self.journal_len or any(
                     t <= self.clock() for t in self._due.values())):
                 await trio.sleep(0.05)
-        return self.pending_uploads
+        return self.pending_uploads + self.journal_len
+
+    async def _prefetch_one(self) -> None:
+        """Fetch one queued, partly cached file completely, so that it stays readable
+        when the link goes (on a slow link too: it is background work)."""
+        node = self.nodes.get(self._prefetch_queue.pop(0))
+        if node is None or node.unlinked or node.complete:
+            return
+        try:
+            await self._fetch(node, 0, node.size, background=True)
+        except errors.Unavailable:
+            self._prefetch_queue.insert(0, node.ino)  # when the link is back
+        except (errors.CscfsError, OSError) as exc:
+            log.info("prefetch of %s stopped: %s", self.path_of(node), exc)
 
     # ------------------------------------------------- change notification
     async def run_watch(self) -> None:
@@ -1055,38 +1191,6 @@ class VFS:
         elif node.ino == ROOT_INO:
             node.checked_at = -1e9
 
-    # ------------------------------------------------------------- probing
-    async def run_reprobe(self) -> None:
-        """While the server is unavailable, check now and then whether it is back.
-        (The link-mode issue replaces this with netprobe.)"""
-        delay = self.opts.probe_interval
-        while True:
-            if self.online:
-                self._back_online = trio.Event()
-                delay = self.opts.probe_interval
-                await self._wait_offline()
-                continue
-            await trio.sleep(delay)
-            try:
-                with trio.fail_after(self.opts.remote_timeout):
-                    await trio.to_thread.run_sync(self.store.stat, "", abandon_on_cancel=True)
-            except (errors.CscfsError, trio.TooSlowError) as exc:
-                self.offline_reason = str(exc) or self.offline_reason
-                delay = min(delay * 2, 120)
-                continue
-            self._go_online()
-
-    async def _wait_offline(self) -> None:
-        while self.online:
-            await trio.sleep(0.2)
-
-    async def probe_at_start(self) -> None:
-        """A cold start must not fail when the server is gone: find out once."""
-        try:
-            await self._remote(self.store.stat, "")
-        except errors.CscfsError as exc:
-            self._go_offline(str(exc))
-
     # ------------------------------------------------------------- status
     def save_all(self) -> None:
         with self.state.transaction():
@@ -1099,8 +1203,11 @@ class VFS:
         last = self.state.get_meta("last_upload")
         return {
             "server": self.store.url,
-            "mode": "online" if self.online else "offline",
-            "offline_reason": self.offline_reason or None,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
+            "mode_since": self.mode_since,
+            "median_rtt_ms": self.link_state.median_ms,
+            "pending_changes": self.journal_len,
             "pending_uploads": self.pending_uploads,
             "cached_bytes": sum(n.present.present_bytes() for n in files),
             "cached_items": sum(1 for n in files if n.present.spans or n.size == 0),

@@ -21,6 +21,7 @@ import trio
 
 from cscfs.cache import ContentStore
 from cscfs.config import Options
+from cscfs.linkmon import LinkMonitor
 from cscfs.metadata import State
 from cscfs.remote import LocalDirStore
 from cscfs.vfs import VFS
@@ -147,10 +148,11 @@ class VfsRunner:
         self.vfs = VFS(LocalDirStore(str(self.server)), self.state, self.content, self.options)
         self.token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
-        await self.vfs.probe_at_start()
+        monitor = LinkMonitor(self.vfs)
+        await monitor.probe_once(reconnect=True)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.vfs.run_writeback)
-            nursery.start_soon(self.vfs.run_reprobe)
+            nursery.start_soon(monitor.run)
             self._ready.set()
             await self._stop.wait()
             nursery.cancel_scope.cancel()

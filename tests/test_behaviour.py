@@ -11,6 +11,7 @@ import threading
 import time
 
 
+from .conftest import wait_for
 from .fsapi import errno_of
 
 
@@ -197,15 +198,34 @@ def test_statfs(fs):
     assert bsize > 0 and blocks > 0 and namemax == 255
 
 
-def test_first_bytes_of_a_large_file_do_not_fetch_it_all(fs):
+def test_a_partly_read_large_file_is_completed_in_the_background(fs):
     data = os.urandom(16 * 1024 * 1024)
     (fs.server / "large.bin").write_bytes(data)
-    assert fs.read_at("large.bin", 0, 4096) == data[:4096]
-    assert fs.getxattr("large.bin", "user.cscfs.status") == b"partial"
-    assert fs.status()["cached_bytes"] < 4 * 1024 * 1024
     assert fs.read_at("large.bin", 9_000_000, 5000) == data[9_000_000:9_005_000]
+    # Opened online and partly cached: the rest comes without being read.
+    wait_for(lambda: fs.getxattr("large.bin", "user.cscfs.status") == b"cached",
+             what="the background fetch")
     assert sha(fs.read("large.bin")) == sha(data)
-    assert fs.getxattr("large.bin", "user.cscfs.status") == b"cached"
+
+
+def test_the_first_bytes_do_not_wait_for_the_whole_file(vfs_runner):
+    """Read at once after open, in one task: only the chunk read is there yet."""
+    data = os.urandom(16 * 1024 * 1024)
+    (vfs_runner.server / "large.bin").write_bytes(data)
+    vfs = vfs_runner.vfs
+
+    async def first_bytes():
+        node = await vfs.lookup(1, "large.bin")
+        fh = await vfs.open(node.ino, os.O_RDONLY)
+        try:
+            got = await vfs.read(fh, 0, 4096)
+            return got, node.present.present_bytes()  # no await in between
+        finally:
+            await vfs.release(fh)
+
+    got, present = vfs_runner.call(first_bytes)
+    assert got == data[:4096]
+    assert present <= 2 * vfs.opts.chunk_size < len(data)
 
 
 def test_a_change_on_the_server_is_seen_at_the_next_open(fs):

@@ -69,8 +69,43 @@ CREATE TABLE meta (
 """
 
 
+SCHEMA_V2 = """
+-- Namespace changes made while not online, replayed in order on return. Content
+-- changes are not here: a dirty item is uploaded after the journal is replayed.
+CREATE TABLE journal (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,  -- replay order
+    op        TEXT NOT NULL CHECK (op IN ('mkdir', 'rmdir', 'unlink', 'rename',
+                                          'symlink', 'setattr')),
+    ino       INTEGER NOT NULL,   -- the item changed (its row may be gone: unlink, rmdir)
+    kind      TEXT NOT NULL,      -- its kind then: 'file', 'dir' or 'symlink'
+    path      TEXT NOT NULL,      -- its server path when changed (rename: the old one)
+    new_path  TEXT,               -- rename: the new path; NULL otherwise
+    base_size     INTEGER,        -- the server version the change was made to: it is
+    base_mtime_ns INTEGER,        --   re-checked at replay; a different version there
+    base_file_id  INTEGER,        --   makes a conflict, never a loss. NULL: none
+    target_size     INTEGER,      -- rename over an existing server file: the version
+    target_mtime_ns INTEGER,      --   it replaced (NULL: the name was free here)
+    target_file_id  INTEGER,
+    mode      INTEGER,            -- mkdir, setattr: permission bits; NULL: unchanged
+    mtime_ns  INTEGER,            -- setattr: new mtime; NULL: unchanged
+    link_target TEXT,             -- symlink: its target
+    at        REAL NOT NULL       -- unix seconds when made
+);
+
+-- What happened, for `cscfs events`: mode changes now, sync runs later.
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY,
+    at      REAL NOT NULL,        -- unix seconds
+    kind    TEXT NOT NULL,        -- 'mode'
+    mode    TEXT,                 -- kind 'mode': the mode entered
+    reason  TEXT NOT NULL,        -- why: 'median RTT 52 ms > 35 ms', 'unreachable: ...',
+                                  -- 'user: cscfs offline', 'config: ...', ...
+    rtt_ms  REAL                  -- median round-trip time then, when known
+);
+"""
+
 # MIGRATIONS[n]: the SQL script from version n to n+1.
-MIGRATIONS = [SCHEMA_V1]
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2]
 LATEST = len(MIGRATIONS)
 
 

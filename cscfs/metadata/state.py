@@ -171,3 +171,48 @@ class State:
         cur = self.db.execute("SELECT * FROM conflicts WHERE resolved_at IS NULL ORDER BY id")
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur]
+
+    # -- journal ------------------------------------------------------------------
+    def journal_add(self, op: str, ino: int, kind: str, path: str, *, new_path=None,
+                    base: Fingerprint | None = None, target: Fingerprint | None = None,
+                    mode=None, mtime_ns=None, link_target=None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO journal (op, ino, kind, path, new_path, base_size, base_mtime_ns, "
+            "base_file_id, target_size, target_mtime_ns, target_file_id, mode, mtime_ns, "
+            "link_target, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (op, ino, kind, path, new_path, base and base.size, base and base.mtime_ns,
+             base and base.file_id, target and target.size, target and target.mtime_ns,
+             target and target.file_id, mode, mtime_ns, link_target, time.time()))
+        return cur.lastrowid
+
+    def journal(self) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM journal ORDER BY seq")
+        names = [d[0] for d in cur.description]
+        out = []
+        for row in cur:
+            e = dict(zip(names, row))
+            e["base"] = (Fingerprint(e["base_size"], e["base_mtime_ns"], e["base_file_id"])
+                         if e["base_size"] is not None else None)
+            e["target"] = (Fingerprint(e["target_size"], e["target_mtime_ns"],
+                                       e["target_file_id"])
+                           if e["target_size"] is not None else None)
+            out.append(e)
+        return out
+
+    def journal_done(self, seq: int) -> None:
+        self.db.execute("DELETE FROM journal WHERE seq = ?", (seq,))
+
+    def journal_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM journal").fetchone()[0]
+
+    # -- events -------------------------------------------------------------------
+    def add_event(self, kind: str, reason: str, *, mode: str | None = None,
+                  rtt_ms: float | None = None) -> None:
+        self.db.execute("INSERT INTO events (at, kind, mode, reason, rtt_ms) VALUES (?,?,?,?,?)",
+                        (time.time(), kind, mode, reason, rtt_ms))
+
+    def events(self, limit: int = 200) -> list[dict]:
+        cur = self.db.execute("SELECT at, kind, mode, reason, rtt_ms FROM events "
+                              "ORDER BY id DESC LIMIT ?", (limit,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in reversed(cur.fetchall())]

@@ -16,6 +16,7 @@ import secrets
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 from urllib.parse import unquote, urlsplit
@@ -167,13 +168,27 @@ class SMBStore:
         t = self.target
         return f"{t.domain}\\{t.username}" if t.domain and t.username else t.username
 
-    def _session(self) -> None:
+    def _session(self):
         with self._lock:
-            smbclient.register_session(self.target.host, **self._kw())
+            session = smbclient.register_session(self.target.host, **self._kw())
             for conn in self._cache.values():
                 if id(conn) not in self._tuned and conn.transport.connected:
                     self._tune(conn.transport._sock)
                     self._tuned.add(id(conn))
+            return session
+
+    def echo(self, timeout: float) -> float:
+        """Round-trip time in ms of an SMB2 ECHO over the live session: a liveness
+        and latency probe that opens no connection."""
+        try:
+            session = self._session()
+            started = time.perf_counter()
+            session.connection.echo(sid=session.session_id, timeout=timeout)
+            return (time.perf_counter() - started) * 1000
+        except errors.CscfsError:
+            raise
+        except Exception as exc:
+            raise self._classify(exc, "") from exc
 
     def _tune(self, sock: socket.socket) -> None:
         ms = max(1000, int(self.timeout * 1000))

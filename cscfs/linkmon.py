@@ -1,0 +1,68 @@
+"""The link monitor: probes the server and feeds the VFS's link policy.
+
+- While reachable: a probe every `probe_online_interval` (1 s) when the store can
+  echo over its live session (SMB2 ECHO: one small round trip, no new connection), so
+  that a cut link is noticed within a few seconds even when no request needs the
+  server; every 10 s otherwise (a TCP connect to `--probe HOST:PORT`, or a stat of a
+  plain folder). The echo's RTT is also the slow-link sample.
+- While unreachable: re-probe from `probe_interval` (5 s) growing 1.5x per failure up
+  to 120 s (Windows re-probes every 2 minutes; we come back sooner).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from netprobe import ProbeFailed, tcp_connect_ms
+
+from . import errors
+
+MAX_BACKOFF = 120.0
+
+
+class LinkMonitor:
+    def __init__(self, vfs, probe_target: tuple[str, int] | None = None):
+        self.vfs = vfs
+        self.store = vfs.store
+        self.opts = vfs.opts
+        self.target = probe_target
+        self.echoes = hasattr(self.store, "echo") and probe_target is None
+        self.interval = self.opts.probe_online_interval if self.echoes else max(
+            10.0, self.opts.probe_online_interval)
+
+    async def probe_once(self, reconnect: bool) -> None:
+        timeout = self.opts.probe_timeout
+        try:
+            # Reconnecting may take a session setup on top of the round trip.
+            with trio.fail_after(timeout * (3 if reconnect else 1)):
+                rtt = await trio.to_thread.run_sync(self._measure, reconnect, timeout,
+                                                    abandon_on_cancel=True)
+        except trio.TooSlowError:
+            self.vfs.link_observed(None, f"no answer within {timeout:g} s")
+        except (ProbeFailed, errors.CscfsError) as exc:
+            self.vfs.link_observed(None, str(exc))
+        else:
+            self.vfs.link_observed(rtt)
+
+    def _measure(self, reconnect: bool, timeout: float) -> float:
+        if self.target is not None:
+            self.store.stat("")  # the folder itself must be there too
+            return tcp_connect_ms(*self.target, timeout)
+        if self.echoes:
+            if reconnect:
+                self.store.stat("")  # dials and sets up a session if needed
+            return self.store.echo(timeout)
+        self.store.stat("")
+        return 0.0  # a plain folder: reachability only; its latency is a disk's, not a link's
+
+    async def run(self) -> None:
+        backoff = self.opts.probe_interval
+        while True:
+            if self.vfs.reachable:
+                await trio.sleep(self.interval)
+                await self.probe_once(reconnect=False)
+                backoff = self.opts.probe_interval
+            else:
+                await trio.sleep(backoff)
+                backoff = min(backoff * 1.5, MAX_BACKOFF)
+                await self.probe_once(reconnect=True)
