@@ -86,7 +86,8 @@ def _lock_data_dir(data_dir: str) -> int:
 
 
 def plan_mount(server: str, mountpoint: str, data_dir: str | None,
-               options: Options | None = None, credentials=None) -> MountPlan:
+               options: Options | None = None, credentials=None,
+               server_state: str | None = None) -> MountPlan:
     """Check everything the user gave us before anything changes; one clear error."""
     options = options or Options()
     mountpoint = os.path.abspath(os.path.expanduser(mountpoint))
@@ -106,8 +107,11 @@ def plan_mount(server: str, mountpoint: str, data_dir: str | None,
     if known_server is not None and known_server != store.url:
         raise UserError(f"data dir {data_dir} holds the cache of {known_server}, "
                         f"not {store.url}: give another --data-dir")
-    reachable = True
+    parse_probe(options.probe)
+    reachable = server_state != "unreachable"
     try:
+        if server_state is not None:  # the daemon's parent checked it a moment ago
+            raise _Checked()
         st = store.stat("")
         if st.kind != "dir":
             raise UserError(f"server {store.url} is not a folder")
@@ -120,10 +124,16 @@ def plan_mount(server: str, mountpoint: str, data_dir: str | None,
         reachable = False
     except errors.RemoteError as exc:
         raise UserError(f"server {store.url}: {exc}") from None
+    except _Checked:
+        pass
     _prepare_data_dir(data_dir)
     fd = _lock_data_dir(data_dir)  # only to fail early; the daemon takes it for real
     os.close(fd)
     return MountPlan(server, mountpoint, data_dir, store, reachable, credentials)
+
+
+class _Checked(Exception):
+    pass
 
 
 def _known_server(data_dir: str) -> str | None:
@@ -161,7 +171,10 @@ def start_background(plan: MountPlan, options: Options) -> int:
     log_path = os.path.join(plan.data_dir, "daemon.log")
     argv = [sys.executable, "-m", "cscfs", "mount", plan.server, plan.mountpoint,
             "--foreground", "--data-dir", plan.data_dir, "--ready-fd", str(write_fd),
-            "--write-back-delay", repr(options.write_back_delay)]
+            "--write-back-delay", repr(options.write_back_delay),
+            "--server-state", "reachable" if plan.server_reachable else "unreachable"]
+    if options.probe:
+        argv += ["--probe", options.probe]
     # The password goes to the daemon on its stdin: never in argv or its environment.
     env = {k: v for k, v in os.environ.items() if k != ENV_PASSWORD}
     if plan.credentials is not None:
@@ -243,7 +256,8 @@ class Daemon:
     async def main(self, ready_fd: int | None) -> None:
         from . import fuse_ops
 
-        await self.monitor.probe_once(reconnect=True)  # a cold start must not wait long
+        if not self.plan.server_reachable:  # found so while planning: start offline
+            self.vfs.link_observed(None, "unreachable when mounted")
         fuse_ops.mount(self.ops, self.plan.mountpoint)
         sock = control.bind(self.socket_path)
         log.info("mounted %s at %s (data dir %s, %s)", self.plan.store.url,

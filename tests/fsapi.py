@@ -8,6 +8,7 @@ import functools
 import os
 import time
 
+from cscfs.errors import CscfsError
 from cscfs.metadata import ROOT_INO
 from cscfs.remote.local import _rename_noreplace
 from cscfs.vfs import RENAME_NOREPLACE
@@ -119,7 +120,10 @@ class VfsFS:
         self.server = runner.server
 
     def _c(self, fn, *args):
-        return self.r.call(fn, *args)
+        try:
+            return self.r.call(fn, *args)
+        except CscfsError as exc:  # as the FUSE adapter answers it
+            raise OSError(exc.errno, str(exc)) from exc
 
     def _resolve(self, path) -> int:
         ino = ROOT_INO
