@@ -84,3 +84,19 @@ def test_core_modules_load_no_fuse_binding():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_version_1_database_migrates_with_its_rows(tmp_path):
+    db = tmp_path / "state.db"
+    con = sqlite3.connect(db)
+    con.executescript(schema.MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    con.execute("INSERT INTO items (ino, parent, name, kind, mode, size, mtime_ns, ctime_ns) "
+                "VALUES (1, 0, '', 'dir', 493, 0, 1, 1), (2, 1, 'kept.txt', 'file', 420, 3, 1, 1)")
+    con.commit()
+    con.close()
+    state = State(str(db))
+    assert state.db.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST == 2
+    assert [n.name for n in state.load() if n.ino == 2] == ["kept.txt"]
+    state.journal_add("mkdir", 2, "dir", "x")
+    state.add_event("mode", "test", mode="online")
+    assert state.journal_count() == 1 and state.events()[0]["reason"] == "test"
