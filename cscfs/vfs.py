@@ -26,6 +26,7 @@ import errno
 import functools
 import logging
 import os
+import re
 import socket
 import stat as statmod
 import threading
@@ -37,6 +38,9 @@ import trio
 
 from netprobe import LinkPolicy, LinkState
 from netprobe.policy import UNREACHABLE
+
+from sync import reconcile as rc
+from sync.reconcile import Side
 
 from . import errors, modes
 from .cache import ContentStore, RangeSet
@@ -100,11 +104,17 @@ class FsSpace:
 _KIND_BITS = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "symlink": statmod.S_IFLNK}
 
 
+_CONFLICT_SUFFIX = re.compile(r" \(conflict [^()]* \d{4}-\d\d-\d\d \d{6}\)$")
+
+
 def conflict_name(name: str, host: str, when: float) -> str:
-    """`report.odt` -> `report (conflict HOST 2026-11-21 153012).odt`."""
+    """`report.odt` -> `report (conflict HOST 2026-11-21 153012).odt`. A conflict
+    copy in conflict again gets a new copy of the original name, never a copy of
+    the copy."""
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:
         stem, ext = name, ""
+    stem = _CONFLICT_SUFFIX.sub("", stem)
     stamp = time.strftime("%Y-%m-%d %H%M%S", time.localtime(when))
     return f"{stem} (conflict {host} {stamp}){'.' + ext if ext else ''}"
 
@@ -404,41 +414,73 @@ class VFS:
                 d.listed = True
                 self.state.save(d)
 
+    def local_side(self, node: Node | None) -> Side:
+        """What happened to a name here since the last sync."""
+        if node is None or node.unlinked:
+            return Side(rc.ABSENT)  # local deletions live in the journal
+        if node.base is None:
+            return Side(rc.CREATED, node.kind)
+        changed = node.dirty or (node.kind == "dir" and self._has_local_changes(node))
+        return Side(rc.MODIFIED if changed else rc.UNCHANGED, node.kind)
+
+    @staticmethod
+    def remote_side(base, base_kind: str | None, st: RemoteStat | None) -> Side:
+        """What happened to a name on the server since the last sync."""
+        if st is None:
+            return Side(rc.DELETED if base is not None else rc.ABSENT)
+        if base is None:
+            return Side(rc.CREATED, st.kind)
+        if st.kind != base_kind:
+            return Side(rc.MODIFIED, st.kind)
+        # A folder's own times change with its entries: its children say what changed.
+        same = st.kind == "dir" or st.fingerprint == base
+        return Side(rc.UNCHANGED if same else rc.MODIFIED, st.kind)
+
     def _merge(self, d: Node, entries: list[RemoteStat]) -> None:
-        seen = set()
-        for st in entries:
-            seen.add(st.name)
-            ino = d.children.get(st.name)
-            if ino is None:
-                self._node_from_remote(d, st)
-                continue
-            child = self.nodes[ino]
-            if child.base is None:
-                continue  # created here too: the upload finds the name taken
-            if child.kind != st.kind:
-                if not self._has_local_changes(child):
+        """Fold a fresh server listing of folder `d` into our tree, name by name, as
+        reconcile() plans it. Conflicts are left for the upload, which keeps both."""
+        listed = {st.name: st for st in entries}
+        self._follow_renames(d, listed)
+        for name in set(listed) | set(d.children):
+            st = listed.get(name)
+            child = self.nodes[d.children[name]] if name in d.children else None
+            base_kind = child.kind if child is not None and child.base is not None else None
+            plan = rc.reconcile(base_kind, self.local_side(child),
+                                self.remote_side(child and child.base, base_kind, st))
+            if plan.action == rc.PULL:
+                if child is None:
+                    self._node_from_remote(d, st)
+                elif child.kind != st.kind:
                     self._drop(child)
                     self._node_from_remote(d, st)
-                    self.invalidate.entry(d.ino, st.name)
-                continue
-            if child.kind == "file" and st.fingerprint != child.base:
-                if not child.dirty:
+                    self.invalidate.entry(d.ino, name)
+                elif child.kind == "file":
                     self._drop_content(child, st)
-            elif child.kind == "symlink" and st.target != child.target:
-                child.target, child.base = st.target, st.fingerprint
-                self.state.save(child)
-            elif not child.dirty and (child.mode != st.mode or child.mtime_ns != st.mtime_ns):
-                child.mode, child.mtime_ns = st.mode, st.mtime_ns
-                if child.kind != "dir":
-                    child.base = st.fingerprint
-                self.state.save(child)
-            if child.kind != "dir":  # a folder's checked_at dates its own listing
-                child.checked_at = self.clock()
-        for name, ino in list(d.children.items()):
-            child = self.nodes[ino]
-            if name not in seen and child.base is not None and not self._has_local_changes(child):
-                self._drop(child)  # deleted on the server
+                else:  # a symlink pointing elsewhere now
+                    child.target, child.base, child.mtime_ns = st.target, st.fingerprint, st.mtime_ns
+                    self.state.save(child)
+            elif plan.action == rc.DELETE_LOCAL:
+                self._drop(child)
                 self.invalidate.entry(d.ino, name)
+            elif plan.action == rc.NOTHING and child is not None and st is not None:
+                if self.store.stores_modes and child.mode != st.mode and not child.dirty:
+                    child.mode = st.mode
+                    self.state.save(child)
+            if child is not None and child.kind != "dir" and not child.unlinked:
+                child.checked_at = self.clock()  # a folder's checked_at dates its listing
+
+    def _follow_renames(self, d: Node, listed: dict[str, RemoteStat]) -> None:
+        """A name gone from the listing whose server file id shows up under a new
+        name was renamed there: move our node (and its cache, and its changes)."""
+        by_id = {n.base.file_id: n for n in (self.nodes[i] for i in d.children.values())
+                 if n.base is not None and n.name not in listed}
+        for name, st in listed.items():
+            node = by_id.get(st.file_id)
+            if node is not None and name not in d.children and st.kind == node.kind:
+                old = node.name
+                self._move(node, d, name)
+                self.invalidate.entry(d.ino, old)
+                log.info("%s was renamed on the server to %s", old, name)
 
     def _has_local_changes(self, node: Node) -> bool:
         if node.dirty or node.base is None:
@@ -1044,7 +1086,8 @@ class VFS:
                 st = await self._remote(self.store.upload, path, self._chunks(node.ino, node.size),
                                         node.base, node.mode, node.mtime_ns)
             except errors.Changed as exc:
-                await self._upload_conflict(node, path, exc.current)
+                if not await self._upload_conflict(node, path, exc.current):
+                    self._schedule(node, 0)
                 return
             except errors.NotFound:
                 # The folder went on the server: recreate it, nothing written is lost.
@@ -1085,30 +1128,43 @@ class VFS:
             os.close(fd)
         return True
 
-    async def _upload_conflict(self, node: Node, path: str, current: RemoteStat | None) -> None:
-        """The server's version is not the one ours started from. Keep both: ours
-        goes to the server under a conflict name, theirs stays at the name."""
-        if await self._same_content(node, path, current):  # e.g. our own upload whose rename landed just before a crash
+    async def _upload_conflict(self, node: Node, path: str, current: RemoteStat | None) -> bool:
+        """The server's version is not the one ours started from: apply what
+        reconcile() plans, keeping both versions. False: the file was renamed on the
+        server meanwhile and followed; upload again at its new name."""
+        if await self._same_content(node, path, current):
+            # e.g. our own upload whose rename landed just before a crash
             node.base, node.dirty = current.fingerprint, False
             self.state.save(node)
-            return
+            return True
         parent = self.nodes[node.parent]
-        if current is None:
-            # Deleted there, changed here: put ours back at the name.
-            kind, copy_path, upload_path = "update/delete", None, path
-        else:
-            kind = "update/update" if node.base is not None else "create/create"
+        if current is None and node.base is not None:
+            # Gone from its name: renamed there? Then the edit lands at the new name.
+            parent.checked_at = -1e9
+            await self._refresh(parent)
+            if self.path_of(node) != path:
+                return False
+        base_kind = node.kind if node.base is not None else None
+        plan = rc.reconcile(base_kind, self.local_side(node),
+                            self.remote_side(node.base, base_kind, current))
+        if plan.action == rc.PUSH:  # e.g. gone there and never ours: simply create it
+            node.base = None
+            return False
+        kind = plan.conflict or rc.UPDATE_UPDATE
+        if plan.keeps_name == "local":
+            # Deleted there, changed here: ours goes back at the name.
+            copy_path, upload_path = None, path
+        else:  # theirs keeps the name (a tie, or their folder): ours beside it
             copy = conflict_name(node.name, self.host, time.time())
-            copy_path = join(self.path_of(parent), copy)
-            upload_path = copy_path
+            copy_path = upload_path = join(self.path_of(parent), copy)
         st = await self._remote(self.store.upload, upload_path,
                                 self._chunks(node.ino, node.size), None, node.mode, node.mtime_ns)
         old_base = node.base
         with self._changing(parent), self.state.transaction():
-            if current is not None:
+            if copy_path is not None:
                 original = node.name
                 self._move(node, parent, copy)
-                if original not in parent.children:
+                if original not in parent.children and current is not None:
                     self._node_from_remote(parent, current)
                 self.invalidate.entry(parent.ino, original)
             node.base, node.dirty = st.fingerprint, False
@@ -1117,6 +1173,7 @@ class VFS:
                                   current, old_base, copy_path)
         log.warning("conflict (%s) on %s: both versions kept%s", kind, path,
                     f", ours as {copy_path}" if copy_path else "")
+        return True
 
     def _record_conflict(self, path, kind, local, remote: RemoteStat | None, base, copy_path):
         self.state.add_conflict(path, kind, local, remote.fingerprint if remote else None,

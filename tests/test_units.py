@@ -100,3 +100,9 @@ def test_a_version_1_database_migrates_with_its_rows(tmp_path):
     state.journal_add("mkdir", 2, "dir", "x")
     state.add_event("mode", "test", mode="online")
     assert state.journal_count() == 1 and state.events()[0]["reason"] == "test"
+
+
+def test_no_conflict_copy_of_a_conflict_copy():
+    first = conflict_name("report.odt", "host", 1_795_000_000)
+    again = conflict_name(first, "other", 1_795_000_100)
+    assert again.count("(conflict") == 1 and again.startswith("report (conflict other ")
