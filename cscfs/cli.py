@@ -18,10 +18,10 @@ from .config import OPTION_HELP, load_options, socket_path
 from .errors import CscfsError, UserError
 
 
-def _ask(mountpoint: str, payload: dict, timeout: float | None = 30.0) -> dict:
+def _ask(mountpoint: str, payload: dict, timeout: float | None = 30.0, on_progress=None) -> dict:
     mountpoint = os.path.abspath(os.path.expanduser(mountpoint))
     try:
-        return control.request(socket_path(mountpoint), payload, timeout)
+        return control.request(socket_path(mountpoint), payload, timeout, on_progress)
     except control.DaemonMissing:
         raise UserError(f"{mountpoint} is not a cscfs mount (no daemon answers)") from None
 
@@ -200,6 +200,110 @@ def events(mountpoint, as_json, limit):
     for e in rows:
         rtt = "" if e["rtt_ms"] is None else f" [median RTT {e['rtt_ms']:.1f} ms]"
         click.echo(f"{_when(e['at'])}  {e['kind']:5} {e['mode'] or '':15} {e['reason']}{rtt}")
+    return 0
+
+
+def _locate(path: str) -> tuple[str, str]:
+    """(mount point, path inside it) for a path in a cscfs mount."""
+    from .daemon import fuse_mounts
+
+    full = os.path.abspath(os.path.expanduser(path))
+    mounts = [m for m, kind in fuse_mounts().items() if kind == "fuse.cscfs"]
+    for mp in sorted(mounts, key=len, reverse=True):
+        if full == mp or full.startswith(mp.rstrip("/") + "/"):
+            return mp, full[len(mp):].strip("/")
+    raise UserError(f"{path} is not inside a cscfs mount")
+
+
+@cli.command()
+@click.argument("mountpoint")
+@click.argument("paths", nargs=-1)
+def sync(mountpoint, paths):
+    """Sync now: replay offline changes, upload, fetch pinned files. Works in every
+    mode that can reach the server. Exit 0: in sync; 3: conflicts are open."""
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
+                               TextColumn, TimeRemainingColumn)
+
+    mp = os.path.abspath(os.path.expanduser(mountpoint))
+    rel = [_locate(os.path.join(mp, p) if not os.path.isabs(p) else p)[1] for p in paths]
+    summary = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("files"), DownloadColumn(), TimeRemainingColumn(),
+                  transient=True, disable=not sys.stderr.isatty()) as bar:
+        files = bar.add_task("sync", total=None)
+        data = bar.add_task("bytes", total=None, visible=False)
+
+        def on_progress(p):
+            if "summary" in p:
+                summary.update(p["summary"])
+                return
+            bar.update(files, total=p["total_files"], completed=p["done_files"],
+                       description=p.get("path", "sync")[-40:])
+            bar.update(data, total=p["total_bytes"], completed=p["done_bytes"])
+
+        _ask(mp, {"cmd": "sync", "paths": rel}, timeout=None, on_progress=on_progress)
+    s = summary
+    click.echo(f"synced: {s['replayed']} offline changes replayed, {s['uploaded']} uploaded, "
+               f"{s['downloaded']} downloaded ({_size(s['bytes'])}), {s['failed']} failed, "
+               f"{s['new_conflicts']} new conflicts, {s['open_conflicts']} open, "
+               f"in {s['seconds']:.1f} s")
+    if s["failed"]:
+        return 1
+    return 3 if s["open_conflicts"] else 0
+
+
+@cli.command()
+@click.argument("mountpoint")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def conflicts(mountpoint, as_json):
+    """List open conflicts: both versions are kept until you resolve them."""
+    rows = _ask(mountpoint, {"cmd": "conflicts"})["conflicts"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        click.echo("no open conflicts")
+    for r in rows:
+        other = f" -> our version at {r['copy_path']}" if r["copy_path"] else ""
+        click.echo(f"{_when(r['detected_at'])}  {r['kind']:14} {r['path']}{other}")
+    return 0
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--keep", type=click.Choice(["local", "server", "both", "latest"]), required=True,
+              help="which version stays: ours, the server's, both, or the newer one")
+def resolve(path, keep):
+    """Settle the conflict at PATH (the file or its conflict copy, in the mount)."""
+    mp, rel = _locate(path)
+    answer = _ask(mp, {"cmd": "resolve", "path": rel, "keep": keep})
+    click.echo(f"resolved {answer['kind']} conflict at {answer['path']}: kept {answer['kept']}")
+    return 0
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+def pin(paths):
+    """Keep PATHS fully cached (fetched in the background, never evicted)."""
+    return _pin(paths, "pin")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+def unpin(paths):
+    """Let PATHS be cached on demand only (the whole mount is pinned by default)."""
+    return _pin(paths, "unpin")
+
+
+def _pin(paths, cmd) -> int:
+    by_mount: dict[str, list[str]] = {}
+    for p in paths:
+        mp, rel = _locate(p)
+        by_mount.setdefault(mp, []).append(rel)
+    for mp, rels in by_mount.items():
+        answer = _ask(mp, {"cmd": cmd, "paths": rels})
+        click.echo(f"{cmd}ned {len(rels)} paths in {mp}" +
+                   (f"; fetching {answer['queued']} files" if answer["queued"] else ""))
     return 0
 
 

@@ -44,50 +44,68 @@ async def serve(sock: trio.socket.SocketType, handler: Handler) -> None:
             nursery.start_soon(_one, stream, handler)
 
 
-async def _one(stream: trio.SocketStream, handler: Handler) -> None:
-    async with stream:
-        buf = b""
-        while not buf.endswith(b"\n") and len(buf) < _MAX_REQUEST:
-            data = await stream.receive_some(4096)
-            if not data:
-                return
-            buf += data
-        try:
-            request = json.loads(buf)
-            answer = await handler(request)
-        except Exception as exc:  # answer the client; the daemon goes on
-            log.exception("control request failed")
-            answer = {"error": f"{type(exc).__name__}: {exc}"}
-        after = answer.pop("_after", None)  # runs once the answer is out (unmount)
-        await stream.send_all(json.dumps(answer).encode() + b"\n")
-        if after:
-            after()
+def stream_line(item: dict) -> bytes:
+    return json.dumps({"progress": item}).encode() + b"\n"
 
 
-def request(path: str, payload: dict, timeout: float | None = 30.0) -> dict:
-    """Ask the daemon; a missing or dead daemon is the user's error to read."""
+async def _one(conn: trio.SocketStream, handler: Handler) -> None:
+    """One request; whatever goes wrong here never takes the daemon down."""
+    try:
+        async with conn:
+            buf = b""
+            while not buf.endswith(b"\n") and len(buf) < _MAX_REQUEST:
+                data = await conn.receive_some(4096)
+                if not data:
+                    return
+                buf += data
+            after = None
+            try:
+                answer = await handler(json.loads(buf))
+                after = answer.pop("_after", None)  # runs once the answer is out (unmount)
+                progress = answer.pop("_stream", None)
+                if progress is not None:  # progress lines first, then the answer
+                    async for item in progress:
+                        await conn.send_all(stream_line(item))
+                    answer = {"done": True}
+            except UserError as exc:
+                answer = {"error": str(exc)}
+            except Exception as exc:
+                log.exception("control request failed")
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            await conn.send_all(json.dumps(answer).encode() + b"\n")
+            if after:
+                after()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass  # the client went away
+
+
+def request(path: str, payload: dict, timeout: float | None = 30.0, on_progress=None) -> dict:
+    """Ask the daemon; a missing or dead daemon is the user's error to read.
+    Progress lines, if the request streams them, go to on_progress."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
         sock.sendall(json.dumps(payload).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            data = sock.recv(65536)
-            if not data:
+        reader = sock.makefile("rb")
+        while True:
+            line = reader.readline()
+            if not line:
+                raise UserError("the cscfs daemon closed the connection without an answer")
+            answer = json.loads(line)
+            if "progress" in answer and on_progress is not None:
+                on_progress(answer["progress"])
+                continue
+            if "progress" not in answer:
                 break
-            buf += data
     except (FileNotFoundError, ConnectionRefusedError):
         raise DaemonMissing() from None
     except socket.timeout:
         raise UserError("the cscfs daemon did not answer in time") from None
     finally:
         sock.close()
-    if not buf:
-        raise UserError("the cscfs daemon closed the connection without an answer")
-    answer = json.loads(buf)
     if "error" in answer:
-        raise UserError(f"daemon: {answer['error']}")
+        raise UserError(answer["error"])
     return answer
 
 

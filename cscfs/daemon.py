@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import trio
 
-from . import control, errors
+from . import control, errors, syncer
 from .cache import ContentStore
 from .check import check
 from .config import Options, default_data_dir, socket_path
@@ -237,6 +237,14 @@ class Daemon:
         if cmd == "check":
             self.vfs.save_all()
             return {"faults": check(self.state, self.content, self.vfs.open_unlinked())}
+        if cmd == "sync":
+            return {"_stream": syncer.manual_sync(self.vfs, self.monitor, request.get("paths", []))}
+        if cmd == "conflicts":
+            return {"conflicts": self.state.open_conflicts()}
+        if cmd == "resolve":
+            return await syncer.resolve(self.vfs, request["path"], request["keep"])
+        if cmd in ("pin", "unpin"):
+            return {"queued": syncer.set_pinned(self.vfs, request["paths"], cmd == "pin")}
         if cmd in ("offline", "online"):
             self.vfs.set_work_offline(cmd == "offline")
             return {"mode": self.vfs.mode, "reason": self.vfs.mode_reason}

@@ -22,7 +22,7 @@ async def replay(vfs) -> int:
     the rest, when the server becomes unavailable."""
     done = 0
     for entry in vfs.state.journal():
-        if not vfs.online:
+        if not (vfs.online or vfs.sync_active and vfs.reachable):
             break
         try:
             await _APPLY[entry["op"]](vfs, entry)

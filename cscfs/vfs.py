@@ -140,6 +140,7 @@ class VFS:
         self.work_offline = state.get_meta("work_offline") == "1"
         self.mode, self.mode_reason, self.mode_since = "", "", time.time()
         self.journal_len = state.journal_count()
+        self.sync_active = 0  # manual syncs running: they reach the server in any mode
         self._replaying = False
         self._file_locks: dict[int, trio.Lock] = {}
         self._refresh_locks: dict[int, trio.Lock] = {}
@@ -293,7 +294,8 @@ class VFS:
         the server makes the link unreachable (offline) and is re-raised. Only the
         online mode calls the server from a request; background work (prefetch,
         replay) also runs on a slow link."""
-        if not (self.online or (background and self.reachable and self.mode == modes.SLOW_LINK)):
+        if not (self.online or self.reachable and (
+                self.sync_active or background and self.mode == modes.SLOW_LINK)):
             raise errors.Unavailable(f"{self.mode}: {self.mode_reason}")
         try:
             with trio.fail_after(self.opts.remote_timeout):
@@ -593,9 +595,9 @@ class VFS:
 
     @property
     def direct(self) -> bool:
-        """Namespace changes go straight to the server: online, and nothing of the
-        offline journal still to replay before them."""
-        return self.online and self.journal_len == 0
+        """Namespace changes go straight to the server: online (or in a manual
+        sync), and nothing of the offline journal still to replay before them."""
+        return (self.online or self.sync_active > 0) and self.journal_len == 0
 
     def _journal(self, op: str, node: Node, path: str, **fields) -> None:
         """Record a namespace change made while not online, for replay in order."""
@@ -992,7 +994,9 @@ class VFS:
             in_conflict = bool(self._conflict_paths) and self.path_of(node) in self._conflict_paths
             return node.status(in_conflict).encode()
         if name == XATTR_PINNED:
-            return b"1" if node.pinned else b"0"
+            from .syncer import pinned
+
+            return b"1" if pinned(self, node) else b"0"
         raise fs_error(errno.ENODATA)
 
     async def listxattr(self, ino: int) -> list[str]:
@@ -1004,7 +1008,7 @@ class VFS:
         if name == XATTR_PINNED:
             if value.strip() not in (b"0", b"1"):
                 raise fs_error(errno.EINVAL, "user.cscfs.pinned takes 0 or 1")
-            node.pinned = value.strip() == b"1"
+            node.pinned = 1 if value.strip() == b"1" else -1
             self.state.save(node)
             return
         if name == XATTR_STATUS:

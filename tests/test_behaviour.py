@@ -166,9 +166,10 @@ def test_xattrs_show_status_and_pinning(fs):
     assert fs.getxattr("hello.txt", "user.cscfs.status") == b"ghost"
     fs.read("hello.txt")
     assert fs.getxattr("hello.txt", "user.cscfs.status") == b"cached"
-    assert fs.getxattr("hello.txt", "user.cscfs.pinned") == b"0"
-    fs.setxattr("hello.txt", "user.cscfs.pinned", b"1")
+    # The whole mount is pinned by default (available offline), unless unpinned.
     assert fs.getxattr("hello.txt", "user.cscfs.pinned") == b"1"
+    fs.setxattr("hello.txt", "user.cscfs.pinned", b"0")
+    assert fs.getxattr("hello.txt", "user.cscfs.pinned") == b"0"
     assert errno_of(fs.setxattr, "hello.txt", "user.cscfs.status", b"x") == errno.EPERM
     assert errno_of(fs.getxattr, "hello.txt", "user.other") == errno.ENODATA
 

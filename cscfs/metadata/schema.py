@@ -104,8 +104,14 @@ CREATE TABLE events (
 );
 """
 
+SCHEMA_V3 = """
+-- items.pinned becomes three-valued: 1 pinned, -1 unpinned, 0 as its folder. The
+-- root starts pinned: a redirected folder is available offline as a whole.
+UPDATE items SET pinned = 1 WHERE ino = 1;
+"""
+
 # MIGRATIONS[n]: the SQL script from version n to n+1.
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2]
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
 LATEST = len(MIGRATIONS)
 
 

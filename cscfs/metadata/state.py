@@ -35,7 +35,7 @@ class Node:
     base: Fingerprint | None = None
     dirty: bool = False
     present: RangeSet = field(default_factory=RangeSet)
-    pinned: bool = False
+    pinned: int = 0  # 1 pinned, -1 unpinned, 0 as its folder (schema v3)
     listed: bool = False
     last_access: int = 0
     # --- runtime only ---
@@ -71,7 +71,7 @@ def _row(node: Node) -> tuple:
     b = node.base
     return (node.parent, node.name, node.kind, node.mode, node.size, node.mtime_ns,
             node.ctime_ns, node.target, b and b.size, b and b.mtime_ns, b and b.file_id,
-            int(node.dirty), json.dumps(node.present.spans), int(node.pinned),
+            int(node.dirty), json.dumps(node.present.spans), node.pinned,
             int(node.listed), node.last_access)
 
 
@@ -92,7 +92,7 @@ class State:
             now = time.time_ns()
             self.db.execute(
                 f"INSERT INTO items ({_COLUMNS}) VALUES (?,0,'','dir',?,0,?,?,NULL,NULL,NULL,"
-                "NULL,0,'[]',0,0,0)", (ROOT_INO, 0o755, now, now))
+                "NULL,0,'[]',1,0,0)", (ROOT_INO, 0o755, now, now))
 
     @contextlib.contextmanager
     def transaction(self):
@@ -119,7 +119,7 @@ class State:
                 ino=r[0], parent=r[1], name=r[2], kind=r[3], mode=r[4], size=r[5],
                 mtime_ns=r[6], ctime_ns=r[7], target=r[8], base=base, dirty=bool(r[12]),
                 present=RangeSet([tuple(s) for s in json.loads(r[13])]),
-                pinned=bool(r[14]), listed=bool(r[15]), last_access=r[16]))
+                pinned=r[14], listed=bool(r[15]), last_access=r[16]))
         return nodes
 
     def insert(self, node: Node) -> int:
