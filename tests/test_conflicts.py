@@ -1,0 +1,148 @@
+"""Conflicts of every kind, end to end over real Samba: one side works through the
+mount while offline (the user's switch), the other changes the server's disk; then
+`cscfs sync`, `cscfs conflicts`, `cscfs resolve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from .conftest import cscfs, wait_for
+
+
+def _conflicts(m) -> list[dict]:
+    return json.loads(cscfs("conflicts", str(m.mountpoint), "--json").stdout)
+
+
+def _sync(m) -> int:
+    return cscfs("sync", str(m.mountpoint), check=False).returncode
+
+
+def _offline(m):
+    (m.mountpoint / "hello.txt").read_bytes()
+    (m.mountpoint / "docs" / "report.txt").read_bytes()
+    cscfs("offline", str(m.mountpoint))
+
+
+def _copies(folder, stem):
+    return sorted(n for n in os.listdir(folder) if n.startswith(f"{stem} (conflict "))
+
+
+@pytest.mark.parametrize("keep", ["local", "server", "both", "latest"])
+def test_update_update_then_resolve(smb_mounted, keep):
+    m = smb_mounted
+    _offline(m)
+    with open(m.mountpoint / "docs" / "report.txt", "w") as f:
+        f.write("ours, written offline\n")
+    time.sleep(0.05)
+    (m.server / "docs" / "report.txt").write_text("theirs, written on the server\n")
+    assert _sync(m) == 3
+    [c] = _conflicts(m)
+    assert c["kind"] == "update/update" and c["path"] == "docs/report.txt"
+    copy = c["copy_path"].rpartition("/")[2]
+    assert _copies(m.server / "docs", "report") == [copy]
+    assert (m.server / "docs" / copy).read_text() == "ours, written offline\n"
+    assert (m.server / "docs" / "report.txt").read_text() == "theirs, written on the server\n"
+    out = cscfs("resolve", str(m.mountpoint / "docs" / "report.txt"), "--keep", keep).stdout
+    assert f"kept {'server' if keep == 'latest' else keep}" in out  # theirs is newer
+    assert _sync(m) == 0 and _conflicts(m) == []
+    final = (m.server / "docs" / "report.txt").read_text()
+    copies = _copies(m.server / "docs", "report")
+    if keep == "local":
+        assert final == "ours, written offline\n" and copies == []
+    elif keep in ("server", "latest"):
+        assert final == "theirs, written on the server\n" and copies == []
+    else:
+        assert final == "theirs, written on the server\n" and copies == [copy]
+    assert sorted(os.listdir(m.mountpoint / "docs")) == sorted(os.listdir(m.server / "docs"))
+
+
+def test_deleted_here_changed_there(smb_mounted):
+    m = smb_mounted
+    _offline(m)
+    os.unlink(m.mountpoint / "docs" / "report.txt")
+    (m.server / "docs" / "report.txt").write_text("changed on the server\n")
+    assert _sync(m) == 3
+    [c] = _conflicts(m)
+    assert c["kind"] == "delete/update"
+    assert (m.server / "docs" / "report.txt").read_text() == "changed on the server\n"
+    assert (m.mountpoint / "docs" / "report.txt").read_text() == "changed on the server\n"
+    cscfs("resolve", str(m.mountpoint / "docs" / "report.txt"), "--keep", "local")
+    assert _sync(m) == 0
+    assert not (m.server / "docs" / "report.txt").exists()
+    assert not (m.mountpoint / "docs" / "report.txt").exists()
+
+
+def test_changed_here_deleted_there(smb_mounted):
+    m = smb_mounted
+    _offline(m)
+    with open(m.mountpoint / "docs" / "report.txt", "a") as f:
+        f.write("edited offline\n")
+    (m.server / "docs" / "report.txt").unlink()
+    assert _sync(m) == 3
+    [c] = _conflicts(m)
+    assert c["kind"] == "update/delete"
+    assert (m.server / "docs" / "report.txt").read_text().endswith("edited offline\n")
+    cscfs("resolve", str(m.mountpoint / "docs" / "report.txt"), "--keep", "both")
+    assert _sync(m) == 0
+    assert (m.server / "docs" / "report.txt").exists()
+
+
+def test_both_created_the_same_name(smb_mounted):
+    m = smb_mounted
+    _offline(m)
+    (m.mountpoint / "plan.txt").write_text("our plan\n")
+    (m.server / "plan.txt").write_text("their plan\n")
+    assert _sync(m) == 3
+    [c] = _conflicts(m)
+    assert c["kind"] == "create/create"
+    assert (m.server / "plan.txt").read_text() == "their plan\n"
+    [copy] = _copies(m.server, "plan")
+    assert (m.server / copy).read_text() == "our plan\n"
+
+
+def test_a_file_here_and_a_folder_there(smb_mounted):
+    m = smb_mounted
+    _offline(m)
+    (m.mountpoint / "thing").write_text("a file of ours\n")
+    (m.server / "thing").mkdir()
+    (m.server / "thing" / "inside.txt").write_text("theirs\n")
+    assert _sync(m) == 3
+    [c] = _conflicts(m)
+    assert c["kind"] == "file/dir"
+    assert (m.server / "thing" / "inside.txt").read_text() == "theirs\n"
+    [copy] = _copies(m.server, "thing")
+    assert (m.server / copy).read_text() == "a file of ours\n"
+
+
+def test_an_edit_follows_a_rename_on_the_server(smb_mounted):
+    m = smb_mounted
+    _offline(m)
+    with open(m.mountpoint / "docs" / "report.txt", "a") as f:
+        f.write("edited offline\n")
+    os.rename(m.server / "docs" / "report.txt", m.server / "docs" / "renamed.txt")
+    assert _sync(m) == 0
+    assert _conflicts(m) == []
+    assert sorted(os.listdir(m.server / "docs")) == ["renamed.txt"]
+    assert (m.server / "docs" / "renamed.txt").read_text().endswith("edited offline\n")
+
+
+def test_a_folder_renamed_offline_arrives_as_one_rename(smb_mounted):
+    m = smb_mounted
+    (m.server / "tree" / "a" / "b").mkdir(parents=True)
+    for i in range(20):
+        (m.server / "tree" / "a" / "b" / f"f{i}").write_text(str(i))
+    ids = {p.name: p.stat().st_ino for p in (m.server / "tree" / "a" / "b").iterdir()}
+    wait_for(lambda: (m.mountpoint / "tree").exists(), what="listing")
+    cscfs("offline", str(m.mountpoint))
+    os.rename(m.mountpoint / "tree", m.mountpoint / "moved")
+    assert _sync(m) == 0
+    moved = m.server / "moved" / "a" / "b"
+    # Same server files (same inodes), not copies.
+    assert {p.name: p.stat().st_ino for p in moved.iterdir()} == ids
+    assert not (m.server / "tree").exists()
+    shutil.rmtree(m.server / "moved")
