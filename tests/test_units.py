@@ -86,7 +86,7 @@ def test_core_modules_load_no_fuse_binding():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_a_version_1_database_migrates_with_its_rows(tmp_path):
+def test_a_version_1_database_migrates_to_the_latest_with_its_rows(tmp_path):
     db = tmp_path / "state.db"
     con = sqlite3.connect(db)
     con.executescript(schema.MIGRATIONS[0] + "PRAGMA user_version = 1;")
@@ -95,8 +95,9 @@ def test_a_version_1_database_migrates_with_its_rows(tmp_path):
     con.commit()
     con.close()
     state = State(str(db))
-    assert state.db.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST == 2
+    assert state.db.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST == 3
     assert [n.name for n in state.load() if n.ino == 2] == ["kept.txt"]
+    assert [n.pinned for n in state.load() if n.ino == 1] == [1]  # v3: the root is pinned
     state.journal_add("mkdir", 2, "dir", "x")
     state.add_event("mode", "test", mode="online")
     assert state.journal_count() == 1 and state.events()[0]["reason"] == "test"
