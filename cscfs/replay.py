@@ -20,6 +20,11 @@ log = logging.getLogger("cscfs.replay")
 async def replay(vfs) -> int:
     """Apply the journal in order; returns how many entries were applied. Stops, keeping
     the rest, when the server becomes unavailable."""
+    async with vfs.replay_lock:  # the write-back loop and a manual sync may both ask
+        return await _replay(vfs)
+
+
+async def _replay(vfs) -> int:
     done = 0
     for entry in vfs.state.journal():
         if not (vfs.online or vfs.sync_active and vfs.reachable):
@@ -35,7 +40,7 @@ async def replay(vfs) -> int:
             vfs.state.add_conflict(entry["path"], f"replay-failed/{entry['op']}", None,
                                    None, entry["base"], None)
         vfs.state.journal_done(entry["seq"])
-        vfs.journal_len -= 1
+        vfs.journal_len = vfs.state.journal_count()
         done += 1
     if done:
         log.info("replayed %d offline changes", done)

@@ -104,10 +104,10 @@ class FsSpace:
 _KIND_BITS = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "symlink": statmod.S_IFLNK}
 
 
-_CONFLICT_SUFFIX = re.compile(r" \(conflict [^()]* \d{4}-\d\d-\d\d \d{6}\)$")
+_CONFLICT_SUFFIX = re.compile(r" \(conflict [^()]* \d{4}-\d\d-\d\d \d{6}(?: \d+)?\)$")
 
 
-def conflict_name(name: str, host: str, when: float) -> str:
+def conflict_name(name: str, host: str, when: float, n: int = 1) -> str:
     """`report.odt` -> `report (conflict HOST 2026-11-21 153012).odt`. A conflict
     copy in conflict again gets a new copy of the original name, never a copy of
     the copy."""
@@ -116,6 +116,8 @@ def conflict_name(name: str, host: str, when: float) -> str:
         stem, ext = name, ""
     stem = _CONFLICT_SUFFIX.sub("", stem)
     stamp = time.strftime("%Y-%m-%d %H%M%S", time.localtime(when))
+    if n > 1:  # a second conflict of the same name within the same second
+        stamp += f" {n}"
     return f"{stem} (conflict {host} {stamp}){'.' + ext if ext else ''}"
 
 
@@ -141,6 +143,7 @@ class VFS:
         self.mode, self.mode_reason, self.mode_since = "", "", time.time()
         self.journal_len = state.journal_count()
         self.sync_active = 0  # manual syncs running: they reach the server in any mode
+        self.replay_lock = trio.Lock()
         self._replaying = False
         self._file_locks: dict[int, trio.Lock] = {}
         self._refresh_locks: dict[int, trio.Lock] = {}
@@ -1159,10 +1162,24 @@ class VFS:
             # Deleted there, changed here: ours goes back at the name.
             copy_path, upload_path = None, path
         else:  # theirs keeps the name (a tie, or their folder): ours beside it
-            copy = conflict_name(node.name, self.host, time.time())
-            copy_path = upload_path = join(self.path_of(parent), copy)
-        st = await self._remote(self.store.upload, upload_path,
-                                self._chunks(node.ino, node.size), None, node.mode, node.mtime_ns)
+            copy = copy_path = None
+        now = time.time()
+        for n in range(1, 100):
+            if plan.keeps_name != "local":
+                copy = conflict_name(node.name, self.host, now, n)
+                if copy in parent.children:
+                    continue
+                copy_path = upload_path = join(self.path_of(parent), copy)
+            try:
+                st = await self._remote(self.store.upload, upload_path,
+                                        self._chunks(node.ino, node.size), None, node.mode,
+                                        node.mtime_ns)
+                break
+            except errors.Changed:
+                if plan.keeps_name == "local":
+                    return False  # the name was taken meanwhile: decide again
+        else:
+            raise errors.CscfsError(f"{path}: no free conflict copy name")
         old_base = node.base
         with self._changing(parent), self.state.transaction():
             if copy_path is not None:

@@ -1,0 +1,158 @@
+"""A hypothesis state machine: random changes through the client (online or offline)
+and straight on the server, random mode switches and syncs; at the end, back online
+and synced:
+- every version a side wrote survives, as the winner or as a conflict copy, unless
+  a side that saw it replaced or deleted it;
+- the client's tree and the server's tree are the same, names and contents;
+- `cscfs check`'s invariants hold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from cscfs.check import check
+
+from .conftest import VfsRunner, seed_server
+from .fsapi import VfsFS
+
+NAMES = ["a.txt", "b.txt", "docs/c.txt"]
+_counter = itertools.count()
+
+
+def _tree(read, listdir, isdir, root="") -> dict[str, bytes]:
+    out = {}
+    for name in listdir(root):
+        path = f"{root}/{name}" if root else name
+        if isdir(path):
+            out.update(_tree(read, listdir, isdir, path))
+        else:
+            out[path] = read(path)
+    return out
+
+
+class SyncMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="cscfs-machine-"))
+        self.server = self.tmp / "server"
+        self.server.mkdir()
+        seed_server(self.server)
+        self.runner = VfsRunner(self.server, self.tmp / "data")
+        self.fs = VfsFS(self.runner)
+        self.must_survive: set[bytes] = {b"hello from the server\n", b"quarterly report v1\n"}
+        self.offline = False
+
+    def _version(self, side: str) -> bytes:
+        return f"version {next(_counter)} written by the {side}\n".encode()
+
+    def _client_sees(self, name: str) -> bytes | None:
+        try:
+            return self.fs.read(name)
+        except OSError:
+            return None  # not there, or not cached while offline: not seen
+
+    # -- the client, through the VFS ------------------------------------------
+    @rule(name=st.sampled_from(NAMES))
+    def client_writes(self, name):
+        seen = self._client_sees(name)
+        data = self._version("client")
+        try:
+            self.fs.write(name, data)
+        except OSError:
+            return  # e.g. its folder was deleted on the server: nothing written
+        self.must_survive.discard(seen)
+        self.must_survive.add(data)
+
+    @rule(name=st.sampled_from(NAMES))
+    def client_deletes(self, name):
+        seen = self._client_sees(name)
+        if seen is None:
+            return
+        try:
+            self.fs.unlink(name)
+        except OSError:
+            return
+        self.must_survive.discard(seen)
+
+    # -- the server, on its disk ----------------------------------------------
+    @rule(name=st.sampled_from(NAMES))
+    def server_writes(self, name):
+        path = self.server / name
+        path.parent.mkdir(exist_ok=True)
+        seen = path.read_bytes() if path.is_file() else None
+        data = self._version("server")
+        path.write_bytes(data)
+        self.must_survive.discard(seen)
+        self.must_survive.add(data)
+
+    @rule(name=st.sampled_from(NAMES))
+    def server_deletes(self, name):
+        path = self.server / name
+        if path.is_file():
+            self.must_survive.discard(path.read_bytes())
+            path.unlink()
+
+    # -- modes and syncs ---------------------------------------------------------
+    @rule()
+    def switch_mode(self):
+        self.offline = not self.offline
+        self.runner.call_sync(self.fs.vfs.set_work_offline, self.offline)
+
+    @precondition(lambda self: True)
+    @rule()
+    def sync(self):
+        self._sync()
+
+    def _sync(self):
+        from cscfs.syncer import manual_sync
+
+        async def run():
+            async for _ in manual_sync(self.fs.vfs, _NoProbe(), []):
+                pass
+
+        self.runner.call(run)
+
+    @invariant()
+    def cache_is_consistent(self):
+        vfs = self.fs.vfs
+        assert self.runner.call_sync(
+            lambda: (vfs.save_all(), check(vfs.state, vfs.content, vfs.open_unlinked()))[1]) == []
+
+    def teardown(self):
+        try:
+            if self.offline:
+                self.runner.call_sync(self.fs.vfs.set_work_offline, False)
+            self._sync()
+            self.fs.settle()
+            self._sync()
+            server = _tree(lambda p: (self.server / p).read_bytes(),
+                           lambda p: sorted(os.listdir(self.server / p)),
+                           lambda p: (self.server / p).is_dir())
+            client = _tree(self.fs.read, self.fs.listdir,
+                           lambda p: self.fs.stat(p).st_mode & 0o170000 == 0o040000)
+            assert client == server, (client, server)
+            lost = self.must_survive - set(server.values())
+            assert not lost, f"lost versions: {lost}\nserver: {server}"
+        finally:
+            self.runner.stop()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class _NoProbe:
+    async def probe_once(self, reconnect: bool) -> None:
+        pass
+
+
+SyncMachine.TestCase.settings = settings(
+    max_examples=300, stateful_step_count=20, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+TestSyncMachine = SyncMachine.TestCase
