@@ -12,7 +12,7 @@ import logging
 import time
 
 from . import errors
-from .remote.base import RemoteStat, join
+from .remote.base import RemoteStat, join, remove_if
 
 log = logging.getLogger("cscfs.replay")
 
@@ -77,7 +77,7 @@ def _local_rename(vfs, ino: int, new_name: str) -> None:
 
 
 def _conflict_path(vfs, path: str) -> str:
-    from .vfs import conflict_name
+    from sync.conflicts import conflict_name
 
     parent, _, name = path.rpartition("/")
     return join(parent, conflict_name(name, vfs.host, time.time()))
@@ -111,7 +111,11 @@ async def _unlink(vfs, e) -> None:
     st = await _stat(vfs, e["path"])
     if st is None:
         return  # gone there too
-    if e["base"] is not None and st.fingerprint != e["base"]:
+    if e["base"] is not None:
+        if st.fingerprint == e["base"]:
+            st = await vfs._remote(remove_if, vfs.store, e["path"], e["base"])
+            if st is None:
+                return
         # Deleted here, changed there: theirs stays (the next listing shows it).
         vfs._record_conflict(e["path"], "delete/update", None, st, e["base"], None)
         return
@@ -136,7 +140,9 @@ async def _rename(vfs, e) -> None:
     st_old = await _stat(vfs, old)
     if st_old is None:
         st_new = await _stat(vfs, new)
-        if st_new is not None and base is not None and st_new.file_id == base.file_id:
+        if st_new is not None and base is not None and (
+                st_new.fingerprint == base or st_new.kind == "dir" == e["kind"]
+                and st_new.file_id == base.file_id):
             return  # done before the link dropped; only its answer was lost
         # Deleted (or moved) there, renamed here: put ours at the new name.
         vfs._record_conflict(old, "rename/delete", None, None, base, new)

@@ -40,6 +40,7 @@ from netprobe import LinkPolicy, LinkState
 from netprobe.policy import UNREACHABLE
 
 from sync import reconcile as rc
+from sync.conflicts import conflict_name
 from sync.reconcile import Side
 
 from . import errors, modes
@@ -47,7 +48,7 @@ from .cache import ContentStore, RangeSet
 from .config import Options
 from .errors import fs_error
 from .metadata import ROOT_INO, Node, State
-from .remote.base import RemoteStat, RemoteStore, join
+from .remote.base import RemoteStat, RemoteStore, join, remove_if
 
 log = logging.getLogger("cscfs.vfs")
 
@@ -102,23 +103,6 @@ class FsSpace:
 
 
 _KIND_BITS = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "symlink": statmod.S_IFLNK}
-
-
-_CONFLICT_SUFFIX = re.compile(r" \(conflict [^()]* \d{4}-\d\d-\d\d \d{6}(?: \d+)?\)$")
-
-
-def conflict_name(name: str, host: str, when: float, n: int = 1) -> str:
-    """`report.odt` -> `report (conflict HOST 2026-11-21 153012).odt`. A conflict
-    copy in conflict again gets a new copy of the original name, never a copy of
-    the copy."""
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
-        stem, ext = name, ""
-    stem = _CONFLICT_SUFFIX.sub("", stem)
-    stamp = time.strftime("%Y-%m-%d %H%M%S", time.localtime(when))
-    if n > 1:  # a second conflict of the same name within the same second
-        stamp += f" {n}"
-    return f"{stem} (conflict {host} {stamp}){'.' + ext if ext else ''}"
 
 
 class VFS:
@@ -475,13 +459,16 @@ class VFS:
                 child.checked_at = self.clock()  # a folder's checked_at dates its listing
 
     def _follow_renames(self, d: Node, listed: dict[str, RemoteStat]) -> None:
-        """A name gone from the listing whose server file id shows up under a new
-        name was renamed there: move our node (and its cache, and its changes)."""
+        """A name gone from the listing whose server version shows up under a new
+        name was renamed there: move our node (and its cache, and its changes).
+        The whole fingerprint must match, not the file id alone: a plain folder
+        reuses the inode numbers of deleted files."""
         by_id = {n.base.file_id: n for n in (self.nodes[i] for i in d.children.values())
                  if n.base is not None and n.name not in listed}
         for name, st in listed.items():
             node = by_id.get(st.file_id)
-            if node is not None and name not in d.children and st.kind == node.kind:
+            if (node is not None and name not in d.children and st.kind == node.kind
+                    and (node.kind == "dir" or st.fingerprint == node.base)):
                 old = node.name
                 self._move(node, d, name)
                 self.invalidate.entry(d.ino, old)
@@ -870,12 +857,15 @@ class VFS:
             # listing) and record it.
             self._record_conflict(path, "delete/update", None, st, node.base, None)
             return
-        # RACE: a change on the server between this stat and the remove is lost with
-        # the file; a plain directory offers no conditional delete.
-        try:
-            await self._remote(self.store.remove, path)
-        except errors.NotFound:
-            pass
+        if node.kind != "file":
+            try:
+                await self._remote(self.store.remove, path)
+            except errors.NotFound:
+                pass
+            return
+        now = await self._remote(remove_if, self.store, path, node.base)
+        if now is not None:  # changed between our look and the delete: theirs stays
+            self._record_conflict(path, "delete/update", None, now, node.base, None)
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
         parent = self._dir(parent_ino)

@@ -136,3 +136,17 @@ def test_a_missing_share_is_unavailable_not_missing(tmp_path):
         store.stat("")
     with pytest.raises(errors.Unavailable):
         store.scandir("docs")
+
+
+def test_remove_if_deletes_only_the_expected_version(store):
+    from cscfs.remote.base import remove_if
+
+    first = store.upload("f", [b"one"], None, 0o644, 10**18)
+    second = store.upload("f", [b"two!"], first.fingerprint, 0o644, 2 * 10**18)
+    now = remove_if(store, "f", first.fingerprint)
+    assert now is not None and now.fingerprint.size == second.size
+    assert store.read("f", 0, 10) == b"two!"
+    assert [e.name for e in store.scandir("")] == ["f"]
+    assert remove_if(store, "f", second.fingerprint) is None
+    assert store.scandir("") == []
+    assert remove_if(store, "f", second.fingerprint) is None  # gone already: fine

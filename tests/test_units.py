@@ -15,7 +15,7 @@ from cscfs.cache import ContentStore, RangeSet
 from cscfs.check import check
 from cscfs.errors import UserError
 from cscfs.metadata import State, schema
-from cscfs.vfs import conflict_name
+from sync.conflicts import conflict_name
 
 spans = st.lists(st.tuples(st.integers(0, 200), st.integers(0, 60)).map(
     lambda t: (t[0], t[0] + t[1])), max_size=12)

@@ -9,8 +9,12 @@ means the server cannot be reached now and says nothing about the file.
 
 from __future__ import annotations
 
+import secrets
+import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol
+
+from .. import errors
 
 # Names we write on the server while an upload is in flight; never listed.
 TEMP_PREFIX = ".~cscfs-"
@@ -98,6 +102,33 @@ class RemoteStore(Protocol):
     # Optional: watch(on_change: Callable[[str], None], stop: threading.Event) -> None,
     # blocking in a thread, calls on_change(path) for each change made on the server
     # ("" when it may have missed some). Stores without it are polled (attr_ttl).
+
+
+def remove_if(store, path: str, expected: Fingerprint) -> RemoteStat | None:
+    """Delete `path` only if it still is the `expected` version; otherwise leave it
+    and return what is there now. The file is first renamed to a temporary name (an
+    atomic step), then checked, then removed, so a change made by path between our
+    check and the removal lands on a new file at the name instead of being lost.
+    Worst case left (# RACE): a writer that already had the old file open."""
+    parent = path.rpartition("/")[0]
+    tmp = (f"{parent}/" if parent else "") + f"{TEMP_PREFIX}{secrets.token_hex(6)}.del"
+    try:
+        store.rename(path, tmp, False)
+    except errors.NotFound:
+        return None
+    st = store.stat(tmp)
+    if st.fingerprint == expected:
+        store.remove(tmp)
+        return None
+    try:
+        store.rename(tmp, path, False)  # not ours to delete: put it back
+    except errors.AlreadyExists:
+        # The name was taken meanwhile too: keep theirs beside it, never lose it.
+        from sync.conflicts import conflict_name
+
+        name = conflict_name(path.rpartition("/")[2], "server", time.time())
+        store.rename(tmp, (f"{parent}/" if parent else "") + name, False)
+    return st
 
 
 class SourceFailed(Exception):

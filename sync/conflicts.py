@@ -1,0 +1,27 @@
+"""Conflict copies: recognisable names, never a copy of a copy. Pure."""
+
+from __future__ import annotations
+
+import re
+import time
+
+_CONFLICT_SUFFIX = re.compile(r" \(conflict [^()]* \d{4}-\d\d-\d\d \d{6}(?: \d+)?\)$")
+
+
+def conflict_name(name: str, host: str, when: float, n: int = 1) -> str:
+    """`report.odt` -> `report (conflict HOST 2026-11-21 153012).odt`. A conflict
+    copy in conflict again gets a new copy of the original name, never a copy of
+    the copy; `n` > 1 tells apart copies made within the same second."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    stem = _CONFLICT_SUFFIX.sub("", stem)
+    stamp = time.strftime("%Y-%m-%d %H%M%S", time.localtime(when))
+    if n > 1:
+        stamp += f" {n}"
+    return f"{stem} (conflict {host} {stamp}){'.' + ext if ext else ''}"
+
+
+def is_conflict_copy(name: str) -> bool:
+    stem = name.rpartition(".")[0] or name
+    return bool(_CONFLICT_SUFFIX.search(stem) or _CONFLICT_SUFFIX.search(name))
