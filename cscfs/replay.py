@@ -57,7 +57,7 @@ async def _stat(vfs, path: str) -> RemoteStat | None:
 def _adopt(vfs, ino: int, st: RemoteStat) -> None:
     node = vfs.nodes.get(ino)
     if node is not None and not node.unlinked and node.base is None:
-        node.base = st.fingerprint
+        node.set_base(st.fingerprint)
         node.checked_at = vfs.clock()
         vfs.state.save(node)
 
@@ -152,7 +152,7 @@ async def _rename(vfs, e) -> None:
         if node.kind == "dir":
             await _mkdir(vfs, {**e, "path": new, "mode": node.mode})
         elif node.kind == "file" and node.complete:
-            node.base = None
+            node.set_base(None)
             vfs._mark_dirty(node)
             vfs._schedule(node, 0)
         return

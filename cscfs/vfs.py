@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -58,6 +59,7 @@ XATTRS = (XATTR_STATUS, XATTR_PINNED)
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 _UPLOAD_CHUNK = 1 << 20
+_RACY_HASH_MAX = 64 << 20  # larger racy files are trusted to their fingerprint
 
 
 class Invalidator(Protocol):
@@ -366,7 +368,7 @@ class VFS:
     def _drop_content(self, node: Node, st: RemoteStat) -> None:
         """The server has a new version of a clean file: forget our copy."""
         node.size, node.mtime_ns, node.mode = st.size, st.mtime_ns, st.mode
-        node.base = st.fingerprint
+        node.set_base(st.fingerprint)
         node.present.clear()
         node.refetched = True
         if node.fd >= 0:
@@ -534,6 +536,8 @@ class VFS:
                         os.close(fd)
                 node.present.add(pos, pos + want)
                 node.unsaved = True
+        if node.racy and node.base_sha is None and not node.dirty and node.complete:
+            node.base_sha = self._hash_content(node)  # a young base: keep what it held
 
     # ------------------------------------------------------------ operations
     async def lookup(self, parent_ino: int, name: str) -> Node:
@@ -798,7 +802,7 @@ class VFS:
                 if st is not None:
                     node.mode, node.mtime_ns = st.mode, st.mtime_ns
                     if node.kind == "file" and not node.dirty:
-                        node.base = st.fingerprint
+                        node.set_base(st.fingerprint, node.base_sha)  # same content
                     node.size = st.size if node.kind == "file" else node.size
         else:
             if mode is not None:
@@ -934,7 +938,8 @@ class VFS:
                     # A file new here replaces a server file (an editor's save): it
                     # takes over the replaced file's server version, so its upload
                     # replaces that version atomically, and only that version.
-                    node.base = target.base
+                    node.base, node.base_seen_ns, node.base_sha = (
+                        target.base, target.base_seen_ns, target.base_sha)
                 elif replaces:  # a file new here replaces a server symlink
                     if not await self._try_direct(self._remove_remote, target, new_path):
                         self._journal("unlink", target, new_path)
@@ -1062,7 +1067,7 @@ class VFS:
                 finally:
                     self._uploading = None
 
-    def _chunks(self, ino: int, size: int) -> Iterator[bytes]:
+    def _chunks(self, ino: int, size: int, sha=None) -> Iterator[bytes]:
         with open(self.content.path(ino), "rb", buffering=0) as f:
             left = size
             while left > 0:
@@ -1070,7 +1075,33 @@ class VFS:
                 if not data:
                     raise errors.CscfsError("content file shorter than the item")
                 left -= len(data)
+                if sha is not None:
+                    sha.update(data)
                 yield data
+
+    def _hash_content(self, node: Node) -> str | None:
+        if node.size > _RACY_HASH_MAX:
+            return None
+        sha = hashlib.sha256()
+        for _ in self._chunks(node.ino, node.size, sha):
+            pass
+        return sha.hexdigest()
+
+    async def _check_racy_base(self, node: Node, path: str) -> None:
+        """A racy base (recorded within a clock tick or two of its own mtime) may
+        hide a same-size write in the same tick: let the content decide."""
+        if not node.racy or node.base_sha is None:
+            return  # never had the base's content: the fingerprint is all we have
+        st = await self._remote_stat_or_none(path)
+        if st is None or st.fingerprint != node.base:
+            return  # the upload's own check sees this
+        sha = hashlib.sha256()
+        for pos in range(0, st.size, _UPLOAD_CHUNK):
+            sha.update(await self._remote(self.store.read, path, pos,
+                                          min(_UPLOAD_CHUNK, st.size - pos)))
+        if sha.hexdigest() != node.base_sha:
+            raise errors.Changed(f"{path}: changed on the server within one clock tick",
+                                 current=st)
 
     async def _upload(self, node: Node) -> None:
         async with self._file_lock(node):
@@ -1079,8 +1110,11 @@ class VFS:
             gen, path = node.generation, self.path_of(node)
             if node.unsaved:
                 self.state.save(node)
+            sha = hashlib.sha256()
             try:
-                st = await self._remote(self.store.upload, path, self._chunks(node.ino, node.size),
+                await self._check_racy_base(node, path)
+                st = await self._remote(self.store.upload, path,
+                                        self._chunks(node.ino, node.size, sha),
                                         node.base, node.mode, node.mtime_ns)
             except errors.Changed as exc:
                 if not await self._upload_conflict(node, path, exc.current):
@@ -1091,7 +1125,7 @@ class VFS:
                 await self._make_parents(path)
                 self._schedule(node, 0)
                 return
-            node.base = st.fingerprint
+            node.set_base(st.fingerprint, sha.hexdigest() if node.generation == gen else None)
             node.mode = st.mode  # what the server keeps (SMB: no POSIX modes)
             node.checked_at = self.clock()
             if node.generation == gen and self.path_of(node) == path:
@@ -1131,7 +1165,8 @@ class VFS:
         server meanwhile and followed; upload again at its new name."""
         if await self._same_content(node, path, current):
             # e.g. our own upload whose rename landed just before a crash
-            node.base, node.dirty = current.fingerprint, False
+            node.set_base(current.fingerprint)
+            node.dirty = False
             self.state.save(node)
             return True
         parent = self.nodes[node.parent]
@@ -1145,7 +1180,7 @@ class VFS:
         plan = rc.reconcile(base_kind, self.local_side(node),
                             self.remote_side(node.base, base_kind, current))
         if plan.action == rc.PUSH:  # e.g. gone there and never ours: simply create it
-            node.base = None
+            node.set_base(None)
             return False
         kind = plan.conflict or rc.UPDATE_UPDATE
         if plan.keeps_name == "local":
@@ -1160,9 +1195,10 @@ class VFS:
                 if copy in parent.children:
                     continue
                 copy_path = upload_path = join(self.path_of(parent), copy)
+            sha = hashlib.sha256()
             try:
                 st = await self._remote(self.store.upload, upload_path,
-                                        self._chunks(node.ino, node.size), None, node.mode,
+                                        self._chunks(node.ino, node.size, sha), None, node.mode,
                                         node.mtime_ns)
                 break
             except errors.Changed:
@@ -1178,7 +1214,8 @@ class VFS:
                 if original not in parent.children and current is not None:
                     self._node_from_remote(parent, current)
                 self.invalidate.entry(parent.ino, original)
-            node.base, node.dirty = st.fingerprint, False
+            node.set_base(st.fingerprint, sha.hexdigest())
+            node.dirty = False
             self.state.save(node)
             self._record_conflict(path, kind, (node.size, node.mtime_ns),
                                   current, old_base, copy_path)

@@ -55,11 +55,10 @@ class SyncMachine(RuleBasedStateMachine):
         self.offline = False
 
     def _version(self, side: str) -> bytes:
-        # Every version has its own length: two writes of the same size within one
-        # tick of the file system's clock leave the same (size, mtime, file id)
-        # fingerprint, which no fingerprint can tell apart (see the README's limits).
-        n = next(_counter)
-        return f"version {n} written by the {side}{'.' * (n % 997)}\n".encode()
+        # All versions of one length: writes of the same size within one tick of
+        # the file system's clock keep the fingerprint; the racy-base check must
+        # tell them apart by content.
+        return f"version {next(_counter):06d} written by the {side}\n".encode()
 
     def _client_sees(self, name: str) -> bytes | None:
         try:

@@ -110,8 +110,19 @@ SCHEMA_V3 = """
 UPDATE items SET pinned = 1 WHERE ino = 1;
 """
 
+SCHEMA_V4 = """
+-- A fingerprint (size, mtime, file id) cannot tell apart two writes of the same size
+-- within one tick of the server's clock. For a base recorded that close to its own
+-- mtime ("racy", as git calls it) the content hash decides instead.
+ALTER TABLE items ADD COLUMN base_seen_ns INTEGER NOT NULL DEFAULT 0;
+                                  -- our clock when the base was recorded; 0: unknown
+ALTER TABLE items ADD COLUMN base_sha256 TEXT;
+                                  -- hex SHA-256 of the base's content when known; NULL
+                                  -- otherwise (kept only for racy bases)
+"""
+
 # MIGRATIONS[n]: the SQL script from version n to n+1.
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
 LATEST = len(MIGRATIONS)
 
 

@@ -19,6 +19,7 @@ from ..remote.base import Fingerprint
 from . import schema
 
 ROOT_INO = 1
+RACY_NS = 2_000_000_000  # file system clock ticks are ms; allow for some clock skew too
 
 
 @dataclass(eq=False, slots=True)
@@ -38,6 +39,8 @@ class Node:
     pinned: int = 0  # 1 pinned, -1 unpinned, 0 as its folder (schema v3)
     listed: bool = False
     last_access: int = 0
+    base_seen_ns: int = 0     # our clock when `base` was recorded
+    base_sha: str | None = None  # SHA-256 of the base's content, for racy bases
     # --- runtime only ---
     children: dict[str, int] | None = None  # directories: name -> ino
     checked_at: float = -1e9  # monotonic time of the last check against the server
@@ -48,6 +51,16 @@ class Node:
     unsaved: bool = False     # size / mtime / present changed since the last save
     unlinked: bool = False    # removed from the tree while still open
     refetched: bool = False   # content dropped since the kernel last opened it
+
+    def set_base(self, fp: Fingerprint | None, sha: str | None = None) -> None:
+        self.base, self.base_sha = fp, sha
+        self.base_seen_ns = time.time_ns() if fp is not None else 0
+
+    @property
+    def racy(self) -> bool:
+        """Recorded within RACY_NS of its own mtime: a later write in the same tick
+        of the server's clock could keep the same fingerprint."""
+        return self.base is not None and abs(self.base_seen_ns - self.base.mtime_ns) < RACY_NS
 
     @property
     def complete(self) -> bool:
@@ -64,7 +77,8 @@ class Node:
 
 
 _COLUMNS = ("ino, parent, name, kind, mode, size, mtime_ns, ctime_ns, target, base_size, "
-            "base_mtime_ns, base_file_id, dirty, present, pinned, listed, last_access")
+            "base_mtime_ns, base_file_id, dirty, present, pinned, listed, last_access, "
+            "base_seen_ns, base_sha256")
 
 
 def _row(node: Node) -> tuple:
@@ -72,7 +86,7 @@ def _row(node: Node) -> tuple:
     return (node.parent, node.name, node.kind, node.mode, node.size, node.mtime_ns,
             node.ctime_ns, node.target, b and b.size, b and b.mtime_ns, b and b.file_id,
             int(node.dirty), json.dumps(node.present.spans), node.pinned,
-            int(node.listed), node.last_access)
+            int(node.listed), node.last_access, node.base_seen_ns, node.base_sha)
 
 
 class State:
@@ -92,7 +106,7 @@ class State:
             now = time.time_ns()
             self.db.execute(
                 f"INSERT INTO items ({_COLUMNS}) VALUES (?,0,'','dir',?,0,?,?,NULL,NULL,NULL,"
-                "NULL,0,'[]',1,0,0)", (ROOT_INO, 0o755, now, now))
+                "NULL,0,'[]',1,0,0,0,NULL)", (ROOT_INO, 0o755, now, now))
 
     @contextlib.contextmanager
     def transaction(self):
@@ -119,12 +133,13 @@ class State:
                 ino=r[0], parent=r[1], name=r[2], kind=r[3], mode=r[4], size=r[5],
                 mtime_ns=r[6], ctime_ns=r[7], target=r[8], base=base, dirty=bool(r[12]),
                 present=RangeSet([tuple(s) for s in json.loads(r[13])]),
-                pinned=r[14], listed=bool(r[15]), last_access=r[16]))
+                pinned=r[14], listed=bool(r[15]), last_access=r[16], base_seen_ns=r[17],
+                base_sha=r[18]))
         return nodes
 
     def insert(self, node: Node) -> int:
         cur = self.db.execute(
-            f"INSERT INTO items ({_COLUMNS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO items ({_COLUMNS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             _row(node))
         node.ino = cur.lastrowid
         return node.ino
@@ -133,7 +148,8 @@ class State:
         self.db.execute(
             "UPDATE items SET parent=?, name=?, kind=?, mode=?, size=?, mtime_ns=?, "
             "ctime_ns=?, target=?, base_size=?, base_mtime_ns=?, base_file_id=?, dirty=?, "
-            "present=?, pinned=?, listed=?, last_access=? WHERE ino=?",
+            "present=?, pinned=?, listed=?, last_access=?, base_seen_ns=?, base_sha256=? "
+            "WHERE ino=?",
             _row(node) + (node.ino,))
         node.unsaved = False
 
