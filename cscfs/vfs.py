@@ -316,6 +316,8 @@ class VFS:
                     dirty=dirty, listed=(kind == "dir" and remote is None))
         if kind == "dir":
             node.children = {}
+        if remote is not None:
+            node.set_base(remote.fingerprint)
         node.checked_at = self.clock()
         self.state.insert(node)
         self.nodes[node.ino] = node

@@ -61,10 +61,26 @@ class SyncMachine(RuleBasedStateMachine):
         return f"version {next(_counter):06d} written by the {side}\n".encode()
 
     def _client_sees(self, name: str) -> bytes | None:
+        """The version the client knows at `name`: its content, or for a name it
+        knows but has not cached (offline), the server's content if that is the
+        version (fingerprint) the client knows."""
         try:
             return self.fs.read(name)
         except OSError:
-            return None  # not there, or not cached while offline: not seen
+            pass
+        try:
+            node = self.fs.vfs.nodes[self.fs._resolve(name)]
+        except (OSError, KeyError):
+            return None  # not there
+        try:
+            disk = self.server / name
+            st = disk.stat()
+            if node.base is not None and (st.st_size, st.st_mtime_ns, st.st_ino) == (
+                    node.base.size, node.base.mtime_ns, node.base.file_id):
+                return disk.read_bytes()
+        except OSError:
+            pass
+        return None
 
     # -- the client, through the VFS ------------------------------------------
     @rule(name=st.sampled_from(NAMES))
