@@ -27,7 +27,6 @@ import functools
 import hashlib
 import logging
 import os
-import re
 import socket
 import stat as statmod
 import threading

@@ -104,6 +104,18 @@ class RemoteStore(Protocol):
     # ("" when it may have missed some). Stores without it are polled (attr_ttl).
 
 
+def check_expected(store, path: str, expected: Fingerprint | None) -> None:
+    """Raise Changed unless `path` has the `expected` version (None: is absent)."""
+    try:
+        current = store.stat(path)
+    except errors.NotFound:
+        if expected is not None:
+            raise errors.Changed(f"{path}: deleted on the server", current=None)
+        return
+    if expected is None or current.fingerprint != expected:
+        raise errors.Changed(f"{path}: changed on the server", current=current)
+
+
 def remove_if(store, path: str, expected: Fingerprint) -> RemoteStat | None:
     """Delete `path` only if it still is the `expected` version; otherwise leave it
     and return what is there now. The file is first renamed to a temporary name (an

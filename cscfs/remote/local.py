@@ -9,7 +9,8 @@ import stat as statmod
 from typing import Iterable
 
 from .. import errors
-from .base import TEMP_PREFIX, Fingerprint, RemoteStat, SourceFailed, SpaceInfo, guarded
+from .base import (TEMP_PREFIX, Fingerprint, RemoteStat, SourceFailed, SpaceInfo,
+                   check_expected, guarded)
 
 # errnos that say "the server (or the mount in front of it) is not reachable now".
 _UNAVAILABLE = {
@@ -114,19 +115,9 @@ class LocalDirStore:
 
         return self._call(path, do)
 
-    def _check_expected(self, path: str, expected: Fingerprint | None) -> None:
-        try:
-            current = self.stat(path)
-        except errors.NotFound:
-            if expected is not None:
-                raise errors.Changed(f"{path}: deleted on the server", current=None)
-            return
-        if expected is None or current.fingerprint != expected:
-            raise errors.Changed(f"{path}: changed on the server", current=current)
-
     def upload(self, path: str, chunks: Iterable[bytes], expected: Fingerprint | None,
                mode: int, mtime_ns: int) -> RemoteStat:
-        self._check_expected(path, expected)
+        check_expected(self, path, expected)
         parent, name = os.path.split(path)
         tmp = os.path.join(parent, f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp")
 
@@ -149,7 +140,7 @@ class LocalDirStore:
             # RACE: another client may change `path` between the check above and
             # this rename; worst case their version is replaced by ours. SMB closes
             # this window with an exclusive open; a plain directory cannot.
-            self._check_expected(path, expected)
+            check_expected(self, path, expected)
             self._call(path, os.replace, self._abs(tmp), self._abs(path))
         except BaseException as exc:
             try:

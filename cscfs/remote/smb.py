@@ -28,7 +28,8 @@ from smbprotocol.file_info import FileAttributes, FileInformationClass
 from smbprotocol.structure import DateTimeField
 
 from .. import errors
-from .base import TEMP_PREFIX, Fingerprint, RemoteStat, SourceFailed, SpaceInfo, guarded
+from .base import (TEMP_PREFIX, Fingerprint, RemoteStat, SourceFailed, SpaceInfo,
+                   check_expected, guarded)
 
 log = logging.getLogger("cscfs.smb")
 # smbprotocol logs whole messages at DEBUG and a dead connection's worker thread at
@@ -297,19 +298,9 @@ class SMBStore:
 
         return self._call(path, do)
 
-    def _check_expected(self, path: str, expected: Fingerprint | None) -> None:
-        try:
-            current = self.stat(path)
-        except errors.NotFound:
-            if expected is not None:
-                raise errors.Changed(f"{path}: deleted on the server", current=None)
-            return
-        if expected is None or current.fingerprint != expected:
-            raise errors.Changed(f"{path}: changed on the server", current=current)
-
     def upload(self, path: str, chunks: Iterable[bytes], expected: Fingerprint | None,
                mode: int, mtime_ns: int) -> RemoteStat:
-        self._check_expected(path, expected)
+        check_expected(self, path, expected)
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
         tmp = (f"{parent}/" if parent else "") + f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp"
 
@@ -327,7 +318,7 @@ class SMBStore:
             self._call(tmp, write_tmp)
             # RACE: a change by another client between this check and the rename is
             # replaced by ours; SMB2 has no rename conditional on the target's version.
-            self._check_expected(path, expected)
+            check_expected(self, path, expected)
             self._call(path, smbclient.replace, self._p(tmp), self._p(path))
         except BaseException as exc:
             try:
