@@ -44,6 +44,9 @@ Try next:
   cat {server}/notes/todo.md                      # the server has it
   getfattr -n user.cscfs.status {mountpoint}/README.txt
   {cscfs} status {mountpoint}
+  {cscfs} offline {mountpoint}                     # work offline, then edit both sides
+  {cscfs} sync {mountpoint}; {cscfs} conflicts {mountpoint}
+  {cscfs} online {mountpoint}
   {cscfs} check {mountpoint}
   {cscfs} unmount {mountpoint}""")
     return 0
