@@ -137,6 +137,9 @@ def status(mountpoint, as_json):
         ("open conflicts", s["open_conflicts"]),
         ("cached", f"{s['cached_items']} files, {_size(s['cached_bytes'])}"),
         ("last upload", f"{_when(last['at'])} {last['path']}" if last else "none yet"),
+        ("last sync", _when(s["last_sync"]) if s["last_sync"] else "none yet"),
+        ("next sync", (_when(s["next_background_sync"]) + " (background, when not online)")
+         if s["next_background_sync"] else "not planned"),
         ("data dir", s["data_dir"]),
     ]
     for key, value in rows:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields
 
 import platformdirs
 
+from sync.scheduler import parse_hhmm
+
 from .errors import UserError
 
 APP = "cscfs"
@@ -43,6 +45,18 @@ class Options:
         35.0, "median round-trip time in ms above which the link is slow (slow-link mode)")
     always_offline: bool = _opt(
         False, "always work from the cache; sync only when asked or on schedule")
+    sync_interval_min: float = _opt(
+        120.0, "minutes between background syncs (1-1440), when not online")
+    sync_variance_min: float = _opt(
+        60.0, "up to this many random extra minutes per background sync")
+    sync_blackout_start: str = _opt(
+        "", "HH:MM local time when a daily window without background sync starts")
+    sync_blackout_minutes: float = _opt(0.0, "length of that window in minutes")
+    sync_max_gap_min: float = _opt(
+        0.0, "run a background sync even inside the window after this many minutes "
+             "without one (0: never)")
+    sync_when_work_offline: bool = _opt(
+        False, "background syncs also in work-offline mode")
     probe: str = _opt(
         "", "HOST:PORT to probe for a folder server (an NFS or CIFS mount's server)")
     encrypt: bool = _opt(
@@ -83,6 +97,12 @@ def load_options(path: str | None = None, **overrides) -> Options:
             raise UserError(f"config file {path}: {key} must be a number >= 0")
         values[key] = want(value)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if not 1 <= values.get("sync_interval_min", 120) <= 1440:
+        raise UserError(f"config file {path}: sync_interval_min must be 1-1440")
+    try:
+        parse_hhmm(values.get("sync_blackout_start", ""))
+    except ValueError as exc:
+        raise UserError(f"config file {path}: sync_blackout_start: {exc}") from None
     return Options(**values)
 
 

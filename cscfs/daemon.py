@@ -21,6 +21,7 @@ from .cache import ContentStore
 from .check import check
 from .config import Options, default_data_dir, socket_path
 from .credentials import ENV_PASSWORD
+from .background import BackgroundSync
 from .linkmon import LinkMonitor
 from .errors import UserError
 from .metadata import State
@@ -277,6 +278,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.vfs.run_writeback)
             nursery.start_soon(self.monitor.run)
+            nursery.start_soon(BackgroundSync(self.vfs, self.monitor).run)
             nursery.start_soon(self.vfs.run_watch)
             nursery.start_soon(control.serve, sock, self.handle)
             nursery.start_soon(self._signals)

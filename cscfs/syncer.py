@@ -54,7 +54,8 @@ def syncing(vfs):
         vfs.sync_active -= 1
 
 
-async def manual_sync(vfs, monitor, paths: list[str]) -> AsyncIterator[dict]:
+async def manual_sync(vfs, monitor, paths: list[str], label: str = "manual"
+                      ) -> AsyncIterator[dict]:
     if not vfs.reachable:
         await monitor.probe_once(reconnect=True)
     if not vfs.reachable:
@@ -91,8 +92,11 @@ async def manual_sync(vfs, monitor, paths: list[str]) -> AsyncIterator[dict]:
                    "done_files": done_files, "done_bytes": done_bytes, "path": path,
                    "action": action}
         open_conflicts = len(vfs.state.open_conflicts())
-        vfs.state.add_event("sync", f"manual sync: {len(push)} uploaded, {len(pull)} "
-                                    f"downloaded, {replayed} offline changes replayed")
+        vfs.state.add_event("sync", f"{label} sync finished: {len(push)} uploaded, "
+                                    f"{len(pull)} downloaded ({done_bytes} bytes), "
+                                    f"{replayed} offline changes replayed, {failed} failed")
+        if label == "manual":
+            vfs.state.set_meta("last_sync_at", repr(time.time()))
         yield {"summary": {
             "replayed": replayed, "uploaded": len(push), "downloaded": len(pull),
             "bytes": done_bytes, "failed": failed,

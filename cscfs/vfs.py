@@ -1314,6 +1314,8 @@ class VFS:
             "mode_since": self.mode_since,
             "median_rtt_ms": self.link_state.median_ms,
             "pending_changes": self.journal_len,
+            "last_sync": float(self.state.get_meta("last_sync_at", "0")) or None,
+            "next_background_sync": float(self.state.get_meta("next_sync_at", "0")) or None,
             "pending_uploads": self.pending_uploads,
             "cached_bytes": sum(n.present.present_bytes() for n in files),
             "cached_items": sum(1 for n in files if n.present.spans or n.size == 0),

@@ -21,6 +21,7 @@ import trio
 
 from cscfs.cache import ContentStore
 from cscfs.config import Options
+from cscfs.background import BackgroundSync
 from cscfs.linkmon import LinkMonitor
 from cscfs.metadata import State
 from cscfs.remote import LocalDirStore
@@ -153,6 +154,7 @@ class VfsRunner:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.vfs.run_writeback)
             nursery.start_soon(monitor.run)
+            nursery.start_soon(BackgroundSync(self.vfs, monitor).run)
             self._ready.set()
             await self._stop.wait()
             nursery.cancel_scope.cancel()
