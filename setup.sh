@@ -11,7 +11,7 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 # fuse3 + libfuse3-dev + pkg-config + gcc: pyfuse3; git, rsync, tar, attr: what the
 # tests (and users) run inside the mount.
-packages="fuse3 libfuse3-dev pkg-config gcc python3 python3-venv python3-dev git rsync tar attr samba nftables iproute2"
+packages="dbus fuse3 libfuse3-dev pkg-config gcc python3 python3-venv python3-dev git rsync tar attr samba nftables iproute2"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -63,6 +63,8 @@ class BackgroundSync:
 
     async def run_once(self, now: float) -> None:
         vfs = self.vfs
+        if vfs.cost_limited:
+            return self._skip(f"cost ({vfs.cost.describe()})")
         if vfs.mode == modes.ONLINE:
             return  # changes already write back continuously
         if vfs.mode == modes.OFFLINE:

@@ -250,6 +250,8 @@ def sync(mountpoint, paths):
                f"{s['downloaded']} downloaded ({_size(s['bytes'])}), {s['failed']} failed, "
                f"{s['new_conflicts']} new conflicts, {s['open_conflicts']} open, "
                f"in {s['seconds']:.1f} s")
+    if s.get("costed"):
+        click.echo(f"note: the link is costed ({s['costed']}); background sync is paused")
     if s["failed"]:
         return 1
     return 3 if s["open_conflicts"] else 0

@@ -57,6 +57,10 @@ class Options:
              "without one (0: never)")
     sync_when_work_offline: bool = _opt(
         False, "background syncs also in work-offline mode")
+    cost_aware: bool = _opt(
+        True, "stop background sync on a metered link that is roaming (false: always sync)")
+    cost_probe_interval: float = _opt(
+        30.0, "seconds between readings of NetworkManager's and ModemManager's link cost")
     probe: str = _opt(
         "", "HOST:PORT to probe for a folder server (an NFS or CIFS mount's server)")
     encrypt: bool = _opt(

@@ -278,6 +278,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.vfs.run_writeback)
             nursery.start_soon(self.monitor.run)
+            nursery.start_soon(self.monitor.run_cost)
             nursery.start_soon(BackgroundSync(self.vfs, self.monitor).run)
             nursery.start_soon(self.vfs.run_watch)
             nursery.start_soon(control.serve, sock, self.handle)

@@ -55,6 +55,15 @@ class LinkMonitor:
         self.store.stat("")
         return 0.0  # a plain folder: reachability only; its latency is a disk's, not a link's
 
+    async def run_cost(self) -> None:
+        """Read the link's cost (NetworkManager, ModemManager) now and then."""
+        from netprobe.cost import read_cost
+
+        while True:
+            cost = await trio.to_thread.run_sync(read_cost, abandon_on_cancel=True)
+            self.vfs.cost_observed(cost)
+            await trio.sleep(self.opts.cost_probe_interval)
+
     async def run(self) -> None:
         backoff = self.opts.probe_interval
         while True:

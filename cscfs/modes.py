@@ -31,8 +31,10 @@ class Decision:
     reason: str
 
 
-def decide(link: LinkState, *, work_offline: bool, always_offline: bool) -> Decision:
-    """The user's and the config's word come before the link's."""
+def decide(link: LinkState, *, work_offline: bool, always_offline: bool,
+           cost: str = "") -> Decision:
+    """The user's and the config's word come before the link's; a costly link (a
+    non-empty `cost` saying why) is treated as a slow one."""
     if always_offline:
         return Decision(ALWAYS_OFFLINE, "config: always_offline = true")
     if work_offline:
@@ -41,4 +43,6 @@ def decide(link: LinkState, *, work_offline: bool, always_offline: bool) -> Deci
         return Decision(OFFLINE, f"unreachable: {link.reason}")
     if link.state == SLOW:
         return Decision(SLOW_LINK, link.reason)
+    if cost:
+        return Decision(SLOW_LINK, f"cost: {cost}")
     return Decision(ONLINE, link.reason)

@@ -101,6 +101,7 @@ async def manual_sync(vfs, monitor, paths: list[str], label: str = "manual"
             "replayed": replayed, "uploaded": len(push), "downloaded": len(pull),
             "bytes": done_bytes, "failed": failed,
             "new_conflicts": max(0, open_conflicts - conflicts_before),
+            "costed": vfs.cost.describe() if vfs.cost_limited else None,
             "open_conflicts": open_conflicts, "seconds": round(time.time() - started, 2)}}
 
 

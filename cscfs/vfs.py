@@ -37,6 +37,7 @@ from typing import Callable, Iterator, Protocol
 import trio
 
 from netprobe import LinkPolicy, LinkState
+from netprobe.cost import Cost
 from netprobe.policy import UNREACHABLE
 
 from sync import reconcile as rc
@@ -128,6 +129,7 @@ class VFS:
         self.mode, self.mode_reason, self.mode_since = "", "", time.time()
         self.journal_len = state.journal_count()
         self.sync_active = 0  # manual syncs running: they reach the server in any mode
+        self.cost = Cost(None, None)  # the last cost probe's answer
         self.replay_lock = trio.Lock()
         self._replaying = False
         self._file_locks: dict[int, trio.Lock] = {}
@@ -255,6 +257,16 @@ class VFS:
         self.link_state = self.policy.observe(rtt_ms, failure)
         self._update_mode()
 
+    @property
+    def cost_limited(self) -> bool:
+        return self.opts.cost_aware and self.cost.limited
+
+    def cost_observed(self, cost: Cost) -> None:
+        if cost != self.cost:
+            log.info("link cost: %s", cost.describe())
+        self.cost = cost
+        self._update_mode()
+
     def set_work_offline(self, on: bool) -> None:
         """The user's switch, kept in the state database across restarts."""
         self.work_offline = on
@@ -263,7 +275,8 @@ class VFS:
 
     def _update_mode(self) -> None:
         d = modes.decide(self.link_state, work_offline=self.work_offline,
-                         always_offline=self.opts.always_offline)
+                         always_offline=self.opts.always_offline,
+                         cost=self.cost.describe() if self.cost_limited else "")
         if d.mode == self.mode:
             self.mode_reason = d.reason
             return
@@ -1313,6 +1326,7 @@ class VFS:
             "mode_reason": self.mode_reason,
             "mode_since": self.mode_since,
             "median_rtt_ms": self.link_state.median_ms,
+            "cost": self.cost.describe(),
             "pending_changes": self.journal_len,
             "last_sync": float(self.state.get_meta("last_sync_at", "0")) or None,
             "next_background_sync": float(self.state.get_meta("next_sync_at", "0")) or None,

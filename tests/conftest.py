@@ -155,6 +155,7 @@ class VfsRunner:
             nursery.start_soon(self.vfs.run_writeback)
             nursery.start_soon(monitor.run)
             nursery.start_soon(BackgroundSync(self.vfs, monitor).run)
+            nursery.start_soon(monitor.run_cost)
             self._ready.set()
             await self._stop.wait()
             nursery.cancel_scope.cancel()
