@@ -15,7 +15,7 @@ import time
 
 import trio
 
-from sync.scheduler import BLACKOUT, RUN, WAIT, Schedule
+from sync.scheduler import BLACKOUT, WAIT, Schedule
 
 from . import errors, modes
 from .syncer import manual_sync
