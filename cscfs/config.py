@@ -61,6 +61,13 @@ class Options:
         True, "stop background sync on a metered link that is roaming (false: always sync)")
     cost_probe_interval: float = _opt(
         30.0, "seconds between readings of NetworkManager's and ModemManager's link cost")
+    data_plan_mb: float = _opt(
+        0.0, "the data plan's limit in MB per billing cycle (0: no limit)")
+    billing_day: int = _opt(1, "day of the month (1-28) a billing cycle starts")
+    usage_warn_pct: float = _opt(
+        90.0, "percent of the data plan from which the link counts as approaching its limit")
+    usage_interfaces: str = _opt(
+        "", "comma-separated network interfaces to count (empty: all but loopback)")
     probe: str = _opt(
         "", "HOST:PORT to probe for a folder server (an NFS or CIFS mount's server)")
     encrypt: bool = _opt(
@@ -101,6 +108,8 @@ def load_options(path: str | None = None, **overrides) -> Options:
             raise UserError(f"config file {path}: {key} must be a number >= 0")
         values[key] = want(value)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if not 1 <= values.get("billing_day", 1) <= 28:
+        raise UserError(f"config file {path}: billing_day must be 1-28")
     if not 1 <= values.get("sync_interval_min", 120) <= 1440:
         raise UserError(f"config file {path}: sync_interval_min must be 1-1440")
     try:

@@ -56,13 +56,26 @@ class LinkMonitor:
         return 0.0  # a plain folder: reachability only; its latency is a disk's, not a link's
 
     async def run_cost(self) -> None:
-        """Read the link's cost (NetworkManager, ModemManager) now and then."""
-        from netprobe.cost import read_cost
+        """Read the link's cost (NetworkManager, ModemManager, data used against the
+        plan) now and then."""
+        import dataclasses
+        import datetime
+        import json
 
+        from netprobe.cost import read_cost
+        from netprobe.usage import UsageMeter, read_counters
+
+        o = self.opts
+        meter = UsageMeter(int(o.data_plan_mb * 1_000_000), o.billing_day,
+                           o.usage_warn_pct / 100)
+        interfaces = [i.strip() for i in o.usage_interfaces.split(",") if i.strip()]
         while True:
             cost = await trio.to_thread.run_sync(read_cost, abandon_on_cancel=True)
-            self.vfs.cost_observed(cost)
-            await trio.sleep(self.opts.cost_probe_interval)
+            state = json.loads(self.vfs.state.get_meta("usage_state", "{}"))
+            state = meter.update(state, read_counters(interfaces), datetime.date.today())
+            self.vfs.state.set_meta("usage_state", json.dumps(state))
+            self.vfs.cost_observed(dataclasses.replace(cost, usage=meter.level(state)))
+            await trio.sleep(o.cost_probe_interval)
 
     async def run(self) -> None:
         backoff = self.opts.probe_interval

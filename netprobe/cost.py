@@ -23,22 +23,26 @@ ROAMING_STATES = {5, 7, 10}
 class Cost:
     metered: bool | None   # None: unknown (no NetworkManager)
     roaming: bool | None   # None: unknown (no ModemManager)
+    usage: str | None = None  # netprobe.usage APPROACHING or OVER, None: fine or no plan
 
     @property
     def limited(self) -> bool:
         """Windows 8 semantics: background sync stops on a metered link that is
-        roaming (data-limit use comes with the usage probe)."""
-        return bool(self.metered and self.roaming)
+        roaming, or approaching or over its data limit."""
+        return bool(self.metered and (self.roaming or self.usage))
 
     def describe(self) -> str:
         def word(v, yes, no):
             return "unknown" if v is None else (yes if v else no)
 
-        return f"{word(self.metered, 'metered', 'not metered')}, {word(self.roaming, 'roaming', 'not roaming')}"
+        text = (f"{word(self.metered, 'metered', 'not metered')}, "
+                f"{word(self.roaming, 'roaming', 'not roaming')}")
+        return f"{text}, {self.usage}" if self.usage else text
 
 
 def read_cost(timeout: float = 2.0) -> Cost:
-    """One reading from the system bus (DBUS_SYSTEM_BUS_ADDRESS when set)."""
+    """One reading from the system bus (DBUS_SYSTEM_BUS_ADDRESS when set); usage
+    is the caller's to add (netprobe.usage)."""
     from jeepney.io.blocking import open_dbus_connection
 
     try:

@@ -100,3 +100,25 @@ def test_a_costly_link_pauses_background_sync_but_not_a_manual_one(tmp_path, ser
         assert "cost: metered, roaming" in reasons()
     finally:
         runner.stop()
+
+
+def test_a_metered_link_over_its_plan_counts_as_costly(tmp_path, server, bus):
+    import datetime
+
+    from netprobe.usage import cycle_start
+
+    opts = dataclasses.replace(FAST, cost_probe_interval=0.2, data_plan_mb=100)
+    runner = VfsRunner(server, tmp_path / "data", opts)
+    try:
+        fs = VfsFS(runner)
+        cycle = cycle_start(datetime.date.today(), 1).isoformat()
+        runner.call_sync(runner.state.set_meta, "usage_state",
+                         json.dumps({"cycle": cycle, "used": 95_000_000, "last": {}}))
+        bus(METERED_YES, HOME)
+        wait_for(lambda: fs.status()["mode"] == "slow-link", 10, what="slow-link for usage")
+        assert fs.status()["mode_reason"] == (
+            "cost: metered, not roaming, approaching its data limit")
+        bus(METERED_NO, HOME)
+        wait_for(lambda: fs.status()["mode"] == "online", 10, what="online: not metered")
+    finally:
+        runner.stop()
