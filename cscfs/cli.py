@@ -135,7 +135,9 @@ def status(mountpoint, as_json):
         ("pending uploads", s["pending_uploads"]),
         ("pending changes", f"{s['pending_changes']} (folder changes made offline)"),
         ("open conflicts", s["open_conflicts"]),
-        ("cached", f"{s['cached_items']} files, {_size(s['cached_bytes'])}"),
+        ("cached", f"{s['cached_items']} files, {_size(s['cached_bytes'])}" +
+                   (f" of {_size(s['cache_quota_bytes'])} allowed"
+                    if s.get("cache_quota_bytes") else "")),
         ("last upload", f"{_when(last['at'])} {last['path']}" if last else "none yet"),
         ("last sync", _when(s["last_sync"]) if s["last_sync"] else "none yet"),
         ("next sync", (_when(s["next_background_sync"]) + " (background, when not online)")

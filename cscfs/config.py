@@ -68,6 +68,10 @@ class Options:
         90.0, "percent of the data plan from which the link counts as approaching its limit")
     usage_interfaces: str = _opt(
         "", "comma-separated network interfaces to count (empty: all but loopback)")
+    cache_quota: str = _opt(
+        "25%", "most the cache may hold: bytes, or a percentage of the data dir's file "
+               "system; only clean, unpinned content is evicted")
+    quota_interval: float = _opt(5.0, "seconds between cache quota checks")
     probe: str = _opt(
         "", "HOST:PORT to probe for a folder server (an NFS or CIFS mount's server)")
     encrypt: bool = _opt(

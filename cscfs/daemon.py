@@ -23,6 +23,7 @@ from .config import Options, default_data_dir, socket_path
 from .credentials import ENV_PASSWORD
 from .background import BackgroundSync
 from .linkmon import LinkMonitor
+from .quota import Quota
 from .errors import UserError
 from .metadata import State
 from .remote import RemoteStore, open_store
@@ -225,6 +226,8 @@ class Daemon:
         self.vfs = VFS(plan.store, self.state, self.content, options, FuseInvalidator())
         self.ops = FuseOperations(self.vfs)
         self.monitor = LinkMonitor(self.vfs, parse_probe(options.probe))
+        self.quota = Quota(self.vfs, plan.data_dir)
+        self.vfs.quota = self.quota
         self.socket_path = socket_path(plan.mountpoint)
         self.started = time.time()
 
@@ -245,7 +248,7 @@ class Daemon:
         if cmd == "resolve":
             return await syncer.resolve(self.vfs, request["path"], request["keep"])
         if cmd in ("pin", "unpin"):
-            return {"queued": syncer.set_pinned(self.vfs, request["paths"], cmd == "pin")}
+            return {"queued": await syncer.set_pinned(self.vfs, request["paths"], cmd == "pin")}
         if cmd in ("offline", "online"):
             self.vfs.set_work_offline(cmd == "offline")
             return {"mode": self.vfs.mode, "reason": self.vfs.mode_reason}
@@ -279,6 +282,7 @@ class Daemon:
             nursery.start_soon(self.vfs.run_writeback)
             nursery.start_soon(self.monitor.run)
             nursery.start_soon(self.monitor.run_cost)
+            nursery.start_soon(self.quota.run)
             nursery.start_soon(BackgroundSync(self.vfs, self.monitor).run)
             nursery.start_soon(self.vfs.run_watch)
             nursery.start_soon(control.serve, sock, self.handle)

@@ -35,13 +35,14 @@ def pinned(vfs, node: Node) -> bool:
         node = vfs.nodes[node.parent]
 
 
-def node_at(vfs, path: str) -> Node:
+async def node_at(vfs, path: str) -> Node:
+    """The node at a path from the mount's root, looked up as a request would."""
     node = vfs.nodes[ROOT_INO]
     for part in [p for p in path.split("/") if p]:
-        ino = node.children.get(part) if node.children is not None else None
-        if ino is None:
-            raise UserError(f"{path}: not in this mount (as far as the cache knows)")
-        node = vfs.nodes[ino]
+        try:
+            node = await vfs.lookup(node.ino, part)
+        except (OSError, errors.CscfsError) as exc:
+            raise UserError(f"{path}: {exc}") from None
     return node
 
 
@@ -64,7 +65,7 @@ async def manual_sync(vfs, monitor, paths: list[str], label: str = "manual"
     with syncing(vfs):
         conflicts_before = len(vfs.state.open_conflicts())
         replayed = await replay(vfs) if vfs.journal_len else 0
-        roots = [node_at(vfs, p) for p in paths] or [vfs.nodes[ROOT_INO]]
+        roots = [await node_at(vfs, p) for p in paths] or [vfs.nodes[ROOT_INO]]
         push, pull = await _walk(vfs, roots)
         total_files = len(push) + len(pull)
         total_bytes = sum(n.size for n in push) + sum(n.size - n.present.present_bytes()
@@ -124,12 +125,12 @@ async def _walk(vfs, roots: list[Node]) -> tuple[list[Node], list[Node]]:
     return push, pull
 
 
-def set_pinned(vfs, paths: list[str], pin: bool) -> int:
+async def set_pinned(vfs, paths: list[str], pin: bool) -> int:
     """Pin (keep fully cached, never evict) or unpin; pinned files are completed in
     the background while the link allows. Returns how many files are queued."""
     queued = 0
     for path in paths:
-        node = node_at(vfs, path)
+        node = await node_at(vfs, path)
         node.pinned = 1 if pin else -1
         vfs.state.save(node)
         if not pin:
@@ -158,7 +159,7 @@ async def resolve(vfs, path: str, keep: str) -> dict:
         raise UserError(f"no open conflict at {path} (see cscfs conflicts)")
     kind, name_path, copy_path = row["kind"], row["path"], row["copy_path"]
     if keep == "latest":
-        keep = _latest(vfs, row)
+        keep = await _latest(vfs, row)
     if copy_path:  # theirs at the name, ours at the copy
         if keep == "local":
             await _rename_path(vfs, copy_path, name_path)
@@ -174,15 +175,15 @@ async def resolve(vfs, path: str, keep: str) -> dict:
     return {"path": name_path, "kind": kind, "kept": keep}
 
 
-def _latest(vfs, row) -> str:
+async def _latest(vfs, row) -> str:
     """The newer of the two versions by modification time."""
     try:
-        theirs = node_at(vfs, row["path"]).mtime_ns
+        theirs = (await node_at(vfs, row["path"])).mtime_ns
     except UserError:
         return "local"
     if row["copy_path"]:
         try:
-            ours = node_at(vfs, row["copy_path"]).mtime_ns
+            ours = (await node_at(vfs, row["copy_path"])).mtime_ns
         except UserError:
             return "server"
         return "local" if ours > theirs else "server"
@@ -190,11 +191,14 @@ def _latest(vfs, row) -> str:
 
 
 async def _rename_path(vfs, old: str, new: str) -> None:
-    old_parent, new_parent = node_at(vfs, old.rpartition("/")[0]), node_at(vfs, new.rpartition("/")[0])
+    old_parent = await node_at(vfs, old.rpartition("/")[0])
+    new_parent = await node_at(vfs, new.rpartition("/")[0])
     await vfs.rename(old_parent.ino, old.rpartition("/")[2], new_parent.ino, new.rpartition("/")[2])
 
 
 async def _unlink_path(vfs, path: str) -> None:
-    with contextlib.suppress(UserError):
-        node = node_at(vfs, path)
-        await vfs.unlink(node.parent, node.name)
+    try:
+        node = await node_at(vfs, path)
+    except UserError:
+        return  # gone already
+    await vfs.unlink(node.parent, node.name)

@@ -130,6 +130,7 @@ class VFS:
         self.journal_len = state.journal_count()
         self.sync_active = 0  # manual syncs running: they reach the server in any mode
         self.cost = Cost(None, None)  # the last cost probe's answer
+        self.quota = None  # quota.Quota, set by the daemon
         self.replay_lock = trio.Lock()
         self._replaying = False
         self._file_locks: dict[int, trio.Lock] = {}
@@ -696,7 +697,7 @@ class VFS:
         node.refetched = False
         if truncate and node.size:
             self._set_size(node, 0)
-        node.last_access = int(time.time())
+        node.last_access = time.time_ns() // 1_000_000  # ms, for the quota's LRU order
         return fh
 
     def _new_handle(self, node: Node, writable: bool) -> int:
@@ -1332,6 +1333,7 @@ class VFS:
             "next_background_sync": float(self.state.get_meta("next_sync_at", "0")) or None,
             "pending_uploads": self.pending_uploads,
             "cached_bytes": sum(n.present.present_bytes() for n in files),
+            "cache_quota_bytes": self.quota.limit if self.quota else None,
             "cached_items": sum(1 for n in files if n.present.spans or n.size == 0),
             "items": len(self.nodes),
             "open_conflicts": len(self.state.open_conflicts()),

@@ -119,6 +119,9 @@ ALTER TABLE items ADD COLUMN base_seen_ns INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE items ADD COLUMN base_sha256 TEXT;
                                   -- hex SHA-256 of the base's content when known; NULL
                                   -- otherwise (kept only for racy bases)
+-- items.last_access counts milliseconds from now on: seconds tie too often for the
+-- cache quota's least-recently-used order.
+UPDATE items SET last_access = last_access * 1000;
 """
 
 # MIGRATIONS[n]: the SQL script from version n to n+1.
