@@ -122,3 +122,15 @@ def test_a_metered_link_over_its_plan_counts_as_costly(tmp_path, server, bus):
         wait_for(lambda: fs.status()["mode"] == "online", 10, what="online: not metered")
     finally:
         runner.stop()
+
+
+def test_cost_aware_false_keeps_syncing_on_a_costly_link(tmp_path, server, bus):
+    opts = dataclasses.replace(FAST, cost_probe_interval=0.2, cost_aware=False)
+    runner = VfsRunner(server, tmp_path / "data", opts)
+    try:
+        fs = VfsFS(runner)
+        bus(METERED_YES, ROAMING)
+        wait_for(lambda: fs.status()["cost"] == "metered, roaming", 10, what="the reading")
+        assert fs.status()["mode"] == "online"
+    finally:
+        runner.stop()
