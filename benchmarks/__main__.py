@@ -148,6 +148,37 @@ class CscfsTarget:
         self._cli("unmount", "--force", str(self.base / "mnt"))
 
 
+class RcloneTarget:
+    """rclone mount --vfs-cache-mode full over a fresh server folder: what users
+    compare cscfs with."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        for sub in ("server", "mnt", "cache"):
+            (base / sub).mkdir(parents=True)
+        self.proc = subprocess.Popen(
+            ["rclone", "mount", str(base / "server"), str(base / "mnt"),
+             "--vfs-cache-mode", "full", "--cache-dir", str(base / "cache"),
+             "--config", "/dev/null"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(base / "mnt"):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError("rclone mount did not come up")
+            time.sleep(0.1)
+
+    @property
+    def path(self) -> Path:
+        return self.base / "mnt"
+
+    def close(self):
+        subprocess.run(["fusermount3", "-u", "-z", str(self.base / "mnt")],
+                       stderr=subprocess.DEVNULL)
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="cscfs cache throughput against native disk")
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
@@ -170,6 +201,12 @@ def main(argv=None) -> int:
         targets["cscfs"] = cscfs_target
         if shutil.which("rclone") is None:
             print("rclone: not installed (apt-get install rclone); that target is skipped")
+        else:
+            def rclone_target():
+                t = RcloneTarget(base / f"rclone-{time.monotonic_ns()}")
+                return t.path, t
+
+            targets["rclone mount"] = rclone_target
         for name, make in targets.items():
             runs = []
             for _ in range(args.runs):
