@@ -142,7 +142,6 @@ class VFS:
         self._wake = trio.Event()
         self._prefetch_queue: list[int] = []
         self._space_cache: tuple[float, FsSpace] | None = None
-        self.uploads_done = 0
         self._load()
         self._update_mode()
 
@@ -420,13 +419,16 @@ class VFS:
                 d.listed = True
                 self.state.save(d)
 
-    def local_side(self, node: Node | None) -> Side:
-        """What happened to a name here since the last sync."""
+    def local_side(self, node: Node | None, deep: bool = True) -> Side:
+        """What happened to a name here since the last sync. A folder's subtree is
+        only searched for changes when `deep`: a listing needs that only for a
+        folder gone or changed in kind on the server, and every listing would
+        otherwise walk every subtree under it."""
         if node is None or node.unlinked:
             return Side(rc.ABSENT)  # local deletions live in the journal
         if node.base is None:
             return Side(rc.CREATED, node.kind)
-        changed = node.dirty or (node.kind == "dir" and self._has_local_changes(node))
+        changed = node.dirty or (deep and node.kind == "dir" and self._has_local_changes(node))
         return Side(rc.MODIFIED if changed else rc.UNCHANGED, node.kind)
 
     @staticmethod
@@ -451,7 +453,8 @@ class VFS:
             st = listed.get(name)
             child = self.nodes[d.children[name]] if name in d.children else None
             base_kind = child.kind if child is not None and child.base is not None else None
-            plan = rc.reconcile(base_kind, self.local_side(child),
+            deep = st is None or child is None or st.kind != child.kind
+            plan = rc.reconcile(base_kind, self.local_side(child, deep),
                                 self.remote_side(child and child.base, base_kind, st))
             if plan.action == rc.PULL:
                 if child is None:
@@ -1149,7 +1152,6 @@ class VFS:
                 self._schedule(node)  # changed while uploading: again
             self.state.save(node)
             self.state.set_meta("last_upload", f"{time.time():.3f} {path}")
-            self.uploads_done += 1
             log.info("uploaded %s (%d bytes)", path, st.size)
 
     async def _make_parents(self, path: str) -> None:

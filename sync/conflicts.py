@@ -20,8 +20,3 @@ def conflict_name(name: str, host: str, when: float, n: int = 1) -> str:
     if n > 1:
         stamp += f" {n}"
     return f"{stem} (conflict {host} {stamp}){'.' + ext if ext else ''}"
-
-
-def is_conflict_copy(name: str) -> bool:
-    stem = name.rpartition(".")[0] or name
-    return bool(_CONFLICT_SUFFIX.search(stem) or _CONFLICT_SUFFIX.search(name))

@@ -47,12 +47,3 @@ class ContentStore:
             if os.path.isdir(subdir):
                 out.update(int(name) for name in os.listdir(subdir) if name.isdigit())
         return out
-
-    def disk_bytes(self) -> int:
-        total = 0
-        for sub in os.listdir(self.root):
-            subdir = os.path.join(self.root, sub)
-            if os.path.isdir(subdir):
-                with os.scandir(subdir) as it:
-                    total += sum(e.stat().st_blocks * 512 for e in it)
-        return total
