@@ -269,6 +269,22 @@ def smb_mounted(tmp_path, smb_share, env_dirs):
         m.unmount(force=True)
 
 
+@pytest.fixture
+def wire_mount(tmp_path, samba, smb_share, env_dirs):
+    """A mount of the Samba share through the link that can be slowed and cut."""
+    require_fuse()
+    name = smb_share.url.rsplit("/", 1)[1]
+    m = Mounted(smb_share.root, tmp_path / "mnt", tmp_path / "data", 0.2,
+                source=samba.url(host=samba.wire_host, path=name),
+                extra=("--credentials", str(smb_share.credentials)))
+    m.rig = samba
+    try:
+        yield m
+    finally:
+        samba.restore()
+        m.unmount(force=True)
+
+
 @pytest.fixture(params=["vfs", "mount", "smb"])
 def fs(request, tmp_path, server, env_dirs):
     """The same behaviour suite straight on the VFS, through a real mount of a

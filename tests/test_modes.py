@@ -13,7 +13,7 @@ import pytest
 
 from cscfs import modes
 
-from .conftest import FAST, Mounted, VfsRunner, cscfs, require_fuse, wait_for
+from .conftest import FAST, VfsRunner, cscfs, wait_for
 from .fsapi import VfsFS, errno_of
 
 
@@ -124,22 +124,6 @@ def test_mode_decisions():
 
 
 # ------------------------------------------------------------ over a real link
-@pytest.fixture
-def wire_mount(tmp_path, samba, smb_share, env_dirs):
-    """A mount of the Samba share through the link that can be slowed and cut."""
-    require_fuse()
-    name = smb_share.url.rsplit("/", 1)[1]
-    m = Mounted(smb_share.root, tmp_path / "mnt", tmp_path / "data", 0.2,
-                source=samba.url(host=samba.wire_host, path=name),
-                extra=("--credentials", str(smb_share.credentials)))
-    m.rig = samba
-    try:
-        yield m
-    finally:
-        samba.restore()
-        m.unmount(force=True)
-
-
 def _mode(m) -> str:
     return m.status()["mode"]
 

@@ -81,12 +81,8 @@ def _ok(fn, *args) -> bool:
         return False
 
 
-def test_a_cut_link_makes_the_mount_serve_the_cache(tmp_path, samba, smb_share, env_dirs):
-    require_fuse()
-    name = smb_share.url.rsplit("/", 1)[1]
-    m = Mounted(smb_share.root, tmp_path / "mnt", tmp_path / "data", 0.2,
-                source=samba.url(host=samba.wire_host, path=name),
-                extra=("--credentials", str(smb_share.credentials)))
+def test_a_cut_link_makes_the_mount_serve_the_cache(wire_mount, samba, smb_share):
+    m = wire_mount
     try:
         assert (m.mountpoint / "hello.txt").read_bytes() == b"hello from the server\n"
         samba.cut()
@@ -105,7 +101,6 @@ def test_a_cut_link_makes_the_mount_serve_the_cache(tmp_path, samba, smb_share, 
         assert (smb_share.root / "hello.txt").read_bytes().endswith(b"written while cut\n")
     finally:
         samba.restore()
-        m.unmount(force=True)
 
 
 def test_names_smb_forbids_are_refused_at_create(smb_mounted):
