@@ -3,9 +3,10 @@ one run, with the ratio to native.
 
     python -m benchmarks [--quick] [--out DIR] [--runs N]     (root, for page-cache drops)
 
-Writes DIR/results.json (machine, date, versions, medians) and DIR/results.md.
-rclone mount is a target when the `rclone` command is installed; otherwise one line
-says it was skipped.
+Writes DIR/results.json (machine, date, versions, medians), DIR/results.md and
+DIR/ratios.png. rclone mount is a target when Debian's rclone is installed (installed
+here when missing, as root); the SMB workloads run over the test suite's Samba rig
+(root). A target that cannot run is skipped with one line saying why.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
+
+from .targets import CscfsMount, RcloneMount, rclone_missing
 
 MiB = 1 << 20
 
@@ -99,14 +102,33 @@ def small_files(d: Path, count: int) -> dict[str, float]:
         os.stat(sub / f"f{i}")
     out["small stat/s"] = count / (time.perf_counter() - t)
     t = time.perf_counter()
-    with os.scandir(sub) as it:
-        for e in it:
-            e.stat()
-    out["ls -l entries/s"] = count / (time.perf_counter() - t)
-    t = time.perf_counter()
     for i in range(count):
         os.unlink(sub / f"f{i}")
     out["small delete/s"] = count / (time.perf_counter() - t)
+    return out
+
+
+def make_listing(server: Path, count: int) -> None:
+    """A folder of `count` empty files, made on the server before the mount."""
+    big = server / "big"
+    big.mkdir()
+    for i in range(count):
+        os.close(os.open(big / f"f{i:05d}", os.O_CREAT | os.O_WRONLY, 0o644))
+
+
+def listing(d: Path) -> dict[str, float]:
+    """`ls -f` of a folder the mount has not listed yet (the server is asked), then
+    `ls -l` (names and attributes) with the kernel's caches dropped."""
+    drop_caches()
+    t = time.perf_counter()
+    n = len(os.listdir(d / "big"))
+    out = {"readdir entries/s": n / (time.perf_counter() - t)}
+    drop_caches()
+    t = time.perf_counter()
+    with os.scandir(d / "big") as it:
+        for e in it:
+            e.stat(follow_symlinks=False)
+    out["ls -l entries/s"] = n / (time.perf_counter() - t)
     return out
 
 
@@ -118,128 +140,211 @@ def run_workloads(d: Path, quick: bool) -> dict[str, float]:
            "rand 4k reads/s": random_reads(d, (32 if quick else 256) * MiB,
                                            2000 if quick else 20000)}
     out.update(small_files(d, 500 if quick else 5000))
+    out.update(listing(d))
     for name in ("seq.bin", "rand.bin"):
         (d / name).unlink(missing_ok=True)
     shutil.rmtree(d / "small", ignore_errors=True)
     return out
 
 
-class CscfsTarget:
-    """A cscfs mount of a fresh server folder, with its own data and runtime dirs."""
-
-    def __init__(self, base: Path):
-        self.base = base
-        (base / "server").mkdir(parents=True)
-        (base / "mnt").mkdir()
-        self.env = {**os.environ, "XDG_RUNTIME_DIR": tempfile.mkdtemp(prefix="csb-"),
-                    "XDG_CONFIG_HOME": str(base / "cfg")}
-        self._cli("mount", str(base / "server"), str(base / "mnt"), "--data-dir",
-                  str(base / "data"))
-
-    def _cli(self, *args):
-        subprocess.run([sys.executable, "-m", "cscfs", *args], check=True, env=self.env,
-                       stdout=subprocess.DEVNULL)
-
-    @property
-    def path(self) -> Path:
-        return self.base / "mnt"
-
-    def close(self):
-        self._cli("unmount", "--force", str(self.base / "mnt"))
+LOWER_IS_BETTER = (" s", " ms")  # units of times: the ratio is native / target
 
 
-class RcloneTarget:
-    """rclone mount --vfs-cache-mode full over a fresh server folder: what users
-    compare cscfs with."""
+def ratio(workload: str, native: float | None, value: float | None) -> float | None:
+    if not native or not value:
+        return None
+    return native / value if workload.endswith(LOWER_IS_BETTER) else value / native
 
-    def __init__(self, base: Path):
-        self.base = base
-        for sub in ("server", "mnt", "cache"):
-            (base / sub).mkdir(parents=True)
-        self.proc = subprocess.Popen(
-            ["rclone", "mount", str(base / "server"), str(base / "mnt"),
-             "--vfs-cache-mode", "full", "--cache-dir", str(base / "cache"),
-             "--config", "/dev/null"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while not os.path.ismount(base / "mnt"):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.close()
-                raise RuntimeError("rclone mount did not come up")
-            time.sleep(0.1)
 
-    @property
-    def path(self) -> Path:
-        return self.base / "mnt"
+def medians(runs: list[dict]) -> dict[str, float | None]:
+    """Per workload, the median of the runs that finished (None: none did)."""
+    out = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+    return out
 
-    def close(self):
-        subprocess.run(["fusermount3", "-u", "-z", str(self.base / "mnt")],
-                       stderr=subprocess.DEVNULL)
-        self.proc.terminate()
-        self.proc.wait(10)
+
+def local_section(base: Path, args, log) -> dict[str, dict]:
+    """Native directory, cscfs and rclone mount over a local folder."""
+    entries = 2000 if args.quick else 10000
+
+    def server_dir() -> Path:
+        server = base / f"server-{time.monotonic_ns()}"
+        server.mkdir()
+        make_listing(server, entries)
+        return server
+
+    def native_target():
+        return server_dir(), None
+
+    def cscfs_target():
+        t = CscfsMount(base / f"cscfs-{time.monotonic_ns()}", str(server_dir()))
+        return t.path, t
+
+    targets = {"native": native_target, "cscfs": cscfs_target}
+    if args.rclone_missing:
+        log(f"rclone mount: skipped: {args.rclone_missing}")
+    else:
+        def rclone_target():
+            t = RcloneMount(base / f"rclone-{time.monotonic_ns()}", str(server_dir()))
+            return t.path, t
+
+        targets["rclone mount"] = rclone_target
+    results = {}
+    for name, make in targets.items():
+        runs = []
+        for _ in range(args.runs):
+            path, handle = make()
+            try:
+                runs.append(run_workloads(path, args.quick))
+            finally:
+                if handle is not None:
+                    handle.close()
+        results[name] = medians(runs)
+        log(f"local folder, {name}: done")
+    return results
+
+
+def smb_section(base: Path, args, log) -> dict[str, dict[str, dict]]:
+    """The SMB workloads over the Samba rig, fast link and 50 ms RTT."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.linklab import SambaRig
+
+    from .smb import run_link
+
+    reason = SambaRig.missing()
+    if reason:
+        log(f"SMB workloads: skipped: {reason}")
+        return {}
+    targets = ["native", "cscfs"] + ([] if args.rclone_missing else ["rclone mount"])
+    rig = SambaRig(base / "rig")
+    rig.start()
+    out = {}
+    try:
+        for link in ("fast", "50 ms"):
+            if args.quick:
+                big, small = (64 * MiB, 200) if link == "fast" else (16 * MiB, 50)
+            else:
+                big, small = (1024 * MiB, 1000) if link == "fast" else (256 * MiB, 1000)
+            runs: dict[str, list] = {t: [] for t in targets}
+            for _ in range(args.runs):
+                for target, res in run_link(rig, base, link, targets, big, small,
+                                            timeout=600).items():
+                    runs[target].append(res)
+            out[f"SMB {link}"] = {t: medians(r) for t, r in runs.items()}
+            out[f"SMB {link}"]["sizes"] = {"big file MiB": big // MiB, "small files": small}
+            log(f"SMB {link}: done")
+    finally:
+        rig.stop()
+    return out
+
+
+def chart(sections: dict, path: Path) -> bool:
+    """Bar chart of every target's ratio to native, per workload (log scale)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("chart: skipped: matplotlib is missing (pip install -e '.[bench]')")
+        return False
+    rows = []  # (label, {target: ratio})
+    for section, results in sections.items():
+        for workload, native_value in results["native"].items():
+            label = workload if section == "local folder" else f"{section}: {workload}"
+            rows.append((label, {t: ratio(workload, native_value, results[t].get(workload))
+                                 for t in results if t not in ("native", "sizes")}))
+    targets = sorted({t for _, r in rows for t in r})
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5))
+    height = 0.8 / max(1, len(targets))
+    for k, target in enumerate(targets):
+        ys = [i + k * height for i in range(len(rows))]
+        xs = [r.get(target) or 0 for _, r in rows]
+        ax.barh(ys, xs, height=height, label=target)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))])
+    ax.set_yticklabels([label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.axvline(0.5, color="grey", linewidth=0.6, linestyle="--")
+    ax.set_xlabel("ratio to native (higher is better; times: native / target)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def table(sections: dict, meta: dict) -> str:
+    lines = [f"cscfs benchmarks, {meta['date']}, {meta['machine']} ({meta['cpus']} cores, "
+             f"kernel {meta['kernel']}), Python {meta['python']}, pyfuse3 {meta['pyfuse3']}, "
+             f"rclone {meta['rclone'] or 'not installed'}; medians of {meta['runs']} runs"
+             f"{', quick sizes' if meta['quick'] else ''}. Ratio: target / native "
+             f"(for times native / target): higher is better."]
+    for section, results in sections.items():
+        names = [n for n in results if n != "sizes"]
+        sizes = results.get("sizes")
+        lines += ["", f"**{section}**" + (
+            " (" + ", ".join(f"{k} {v}" for k, v in sizes.items()) + ")" if sizes else ""), "",
+            "| workload | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for workload, native_value in results["native"].items():
+            cells = []
+            for n in names:
+                value = results[n].get(workload)
+                if value is None:
+                    cells.append("n/a" if n == "native" else "did not finish")
+                    continue
+                r = ratio(workload, native_value, value)
+                text = f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+                cells.append(text + (f" ({r:.2f}x)" if n != "native" and r else ""))
+            lines.append(f"| {workload} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="cscfs cache throughput against native disk")
+    ap = argparse.ArgumentParser(description="cscfs cache throughput against native disk "
+                                             "and rclone mount")
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
     ap.add_argument("--out", default="bench-out", help="where results go")
     ap.add_argument("--runs", type=int, default=3, help="runs per target (medians)")
+    ap.add_argument("--only", choices=["local", "smb"], help="one section only")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - started:6.0f} s] {msg}", flush=True)
+
+    args.rclone_missing = rclone_missing()
     base = Path(tempfile.mkdtemp(prefix="cscfs-bench-", dir="/var/tmp"))
-    results: dict[str, dict[str, float]] = {}
+    base.chmod(0o755)  # the rig's smbd serves a folder below it
+    sections: dict[str, dict] = {}
     try:
-        native = base / "native"
-        native.mkdir()
-        targets = {"native": lambda: (native, None)}
-
-        def cscfs_target():
-            t = CscfsTarget(base / f"cscfs-{time.monotonic_ns()}")
-            return t.path, t
-
-        targets["cscfs"] = cscfs_target
-        if shutil.which("rclone") is None:
-            print("rclone: not installed (apt-get install rclone); that target is skipped")
-        else:
-            def rclone_target():
-                t = RcloneTarget(base / f"rclone-{time.monotonic_ns()}")
-                return t.path, t
-
-            targets["rclone mount"] = rclone_target
-        for name, make in targets.items():
-            runs = []
-            for _ in range(args.runs):
-                path, handle = make()
-                try:
-                    runs.append(run_workloads(path, args.quick))
-                finally:
-                    if handle is not None:
-                        handle.close()
-            results[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-            print(f"{name}: done", flush=True)
+        if args.only in (None, "local"):
+            sections["local folder"] = local_section(base, args, log)
+        if args.only in (None, "smb"):
+            sections.update(smb_section(base, args, log))
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    rclone = subprocess.run(["rclone", "version"], capture_output=True, text=True).stdout \
+        .split("\n")[0].split()[-1] if not args.rclone_missing else None
     meta = {"machine": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
             "date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(),
             "cscfs": version("cscfs"), "pyfuse3": version("pyfuse3"),
-            "quick": args.quick, "runs": args.runs, "page cache dropped": drop_caches()}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    names = list(results)
-    lines = [f"cscfs benchmarks, {meta['date']}, {meta['machine']} ({meta['cpus']} cores, "
-             f"kernel {meta['kernel']}), Python {meta['python']}, pyfuse3 {meta['pyfuse3']}; "
-             f"medians of {args.runs} runs{', quick sizes' if args.quick else ''}", "",
-             "| workload | " + " | ".join(names) + " |",
-             "|---|" + "---|" * len(names)]
-    for workload in results["native"]:
-        native_value = results["native"][workload]
-        cells = [f"{results[n][workload]:,.0f}" + (
-            f" ({results[n][workload] / native_value:.2f}x)" if n != "native" else "")
-            for n in names]
-        lines.append(f"| {workload} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-    (out / "results.md").write_text(table + "\n")
-    print(table)
+            "smbprotocol": version("smbprotocol"), "rclone": rclone,
+            "quick": args.quick, "runs": args.runs, "page cache dropped": drop_caches(),
+            "seconds": round(time.monotonic() - started)}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": sections},
+                                                 indent=2))
+    text = table(sections, meta)
+    (out / "results.md").write_text(text + "\n")
+    charted = chart(sections, out / "ratios.png")
+    print(text)
+    log(f"wrote {out / 'results.json'}, {out / 'results.md'}"
+        + (f", {out / 'ratios.png'}" if charted else ""))
     return 0
 
 

@@ -27,9 +27,17 @@ class Options:
     attr_ttl: float = _opt(
         1.0, "seconds a name's attributes and a folder's listing are trusted before the "
              "server is asked again")
+    cache_ttl: float = _opt(
+        300.0, "seconds the kernel may keep names and attributes while the server's change "
+               "notification is armed (every change is then reported at once)")
+    trust_server_notify: bool = _opt(
+        False, "the SMB server reports every change, also those made on its own disk "
+               "(Windows; Samba where kernel change notify works): use cache_ttl for SMB too")
     remote_timeout: float = _opt(
         5.0, "deadline in seconds for every call to the server; past it the server "
              "counts as unavailable")
+    parallel_uploads: int = _opt(
+        4, "changed files uploaded at the same time (each waits on the link's latency)")
     chunk_size: int = _opt(
         1 << 20, "bytes fetched from the server at a time when a read needs data that "
                  "is not cached")

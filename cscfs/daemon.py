@@ -285,6 +285,7 @@ class Daemon:
             nursery.start_soon(self.quota.run)
             nursery.start_soon(BackgroundSync(self.vfs, self.monitor).run)
             nursery.start_soon(self.vfs.run_watch)
+            nursery.start_soon(self.vfs.run_saver)
             nursery.start_soon(control.serve, sock, self.handle)
             nursery.start_soon(self._signals)
             await fuse_ops.serve()
@@ -326,6 +327,13 @@ def run_foreground(plan: MountPlan, options: Options, ready_fd: int | None) -> i
         if ready_fd is not None:
             os.write(ready_fd, f"error: {exc}\n".encode())
         raise
+    profile_path = os.environ.pop("CSCFS_PROFILE", "")
+    profiler = None
+    if profile_path:  # a developer's switch: `pip install pyinstrument`, see benchmarks/
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
     try:
         trio.run(daemon.main, ready_fd)
     except Exception as exc:
@@ -338,4 +346,8 @@ def run_foreground(plan: MountPlan, options: Options, ready_fd: int | None) -> i
         raise UserError(f"mount failed: {exc}") from None
     finally:
         daemon.close()
+        if profiler is not None:
+            profiler.stop()
+            with open(profile_path, "w") as f:
+                f.write(profiler.output_text(unicode=False, show_all=False))
     return 0

@@ -60,7 +60,6 @@ class FuseOperations(pyfuse3.Operations):
     def __init__(self, vfs: VFS):
         super().__init__()
         self.vfs = vfs
-        self.ttl = vfs.opts.attr_ttl
         self._dirs: dict[int, list] = {}
         self._next_dh = 1
 
@@ -70,7 +69,7 @@ class FuseOperations(pyfuse3.Operations):
         e.st_uid, e.st_gid, e.st_size, e.st_blocks = a.uid, a.gid, a.size, a.blocks
         e.st_blksize = 4096
         e.st_atime_ns, e.st_mtime_ns, e.st_ctime_ns = a.atime_ns, a.mtime_ns, a.ctime_ns
-        e.entry_timeout = e.attr_timeout = self.ttl
+        e.entry_timeout = e.attr_timeout = self.vfs.ttl
         return e
 
     def _node_entry(self, node) -> pyfuse3.EntryAttributes:
@@ -162,9 +161,10 @@ class FuseOperations(pyfuse3.Operations):
     async def write(self, fh, off, buf):
         return await self.vfs.write(fh, off, buf)
 
-    @_translated
     async def flush(self, fh):
-        await self.vfs.flush(fh)
+        # Nothing to do at close (metadata is saved in batches, uploads follow the last
+        # release): ENOSYS makes the kernel stop sending FLUSH, one request less per close.
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @_translated
     async def fsync(self, fh, datasync):

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import logging
 import os
+import posixpath
 import socket
 import stat as statmod
 import threading
@@ -49,7 +50,7 @@ from .cache import ContentStore, RangeSet
 from .config import Options
 from .errors import fs_error
 from .metadata import ROOT_INO, Node, State
-from .remote.base import RemoteStat, RemoteStore, join, remove_if
+from .remote.base import TEMP_PREFIX, RemoteStat, RemoteStore, join, remove_if
 
 log = logging.getLogger("cscfs.vfs")
 
@@ -104,6 +105,8 @@ class FsSpace:
     name_max: int = 255
 
 
+_UNKNOWN = object()  # an event whose path was not looked at
+
 _KIND_BITS = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "symlink": statmod.S_IFLNK}
 
 
@@ -138,10 +141,12 @@ class VFS:
         self.dir_gen: dict[int, int] = {}
         self._busy_dirs: dict[int, int] = {}
         self._due: dict[int, float] = {}      # ino -> monotonic time its upload is due
-        self._uploading: int | None = None
+        self._uploading: set[int] = set()  # inos being uploaded now
         self._wake = trio.Event()
         self._prefetch_queue: list[int] = []
         self._space_cache: tuple[float, FsSpace] | None = None
+        self.watching = False  # the server's change notification is armed
+        self._unsaved: set[int] = set()  # inos whose rows lag behind (see _changed)
         self._load()
         self._update_mode()
 
@@ -225,8 +230,16 @@ class VFS:
             lock = self._file_locks[node.ino] = trio.Lock()
         return lock
 
+    @property
+    def ttl(self) -> float:
+        """How long names, attributes and listings are trusted: long while the
+        server's change notification is armed (a change marks them stale at once),
+        attr_ttl while polling."""
+        complete = self.opts.trust_server_notify or getattr(self.store, "notify_complete", False)
+        return self.opts.cache_ttl if self.watching and complete else self.opts.attr_ttl
+
     def _stale(self, node: Node) -> bool:
-        return self.clock() - node.checked_at > self.opts.attr_ttl
+        return self.clock() - node.checked_at > self.ttl
 
     @contextlib.contextmanager
     def _changing(self, *dirs: Node) -> Iterator[None]:
@@ -553,7 +566,7 @@ class VFS:
                     if fd != node.fd:
                         os.close(fd)
                 node.present.add(pos, pos + want)
-                node.unsaved = True
+                self._changed(node)
         if node.racy and node.base_sha is None and not node.dirty and node.complete:
             node.base_sha = self._hash_content(node)  # a young base: keep what it held
 
@@ -675,7 +688,7 @@ class VFS:
         self._check_server_name(name)
         with self._changing(parent):
             node = self._add_node(parent, name, "file", mode & 0o7777, dirty=True)
-        self.content.truncate(node.ino, 0)
+        node.fd = self.content.open(node.ino, truncate=True)
         return self._new_handle(node, writable=True), node
 
     async def open(self, ino: int, flags: int) -> int:
@@ -736,7 +749,8 @@ class VFS:
             node.size = end
         node.mtime_ns = time.time_ns()
         node.generation += 1
-        node.unsaved = True
+        if not node.unsaved:
+            self._changed(node)
         return n
 
     def _set_size(self, node: Node, size: int) -> None:
@@ -757,9 +771,7 @@ class VFS:
             self._schedule(node)
 
     async def flush(self, fh: int) -> None:
-        node = self.handles[fh].node
-        if node.unsaved and not node.unlinked:
-            self.state.save(node)
+        pass  # sizes and ranges are saved in batches (run_saver); fsync saves at once
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         node = self.handles[fh].node
@@ -781,8 +793,6 @@ class VFS:
                 self.nodes.pop(node.ino, None)
                 self.content.remove(node.ino)
                 return
-        if node.unsaved and not node.unlinked:
-            self.state.save(node)
         if node.dirty and not node.writers:
             self._schedule(node)
 
@@ -1067,23 +1077,31 @@ class VFS:
                     await self._wake.wait()
                 self._wake = trio.Event()
                 continue
-            for _, ino in due:
-                if not self.online:
-                    break
-                self._due.pop(ino, None)
-                node = self.nodes.get(ino)
-                if node is None or not node.dirty or node.writers or node.unlinked:
-                    continue
-                self._uploading = ino
-                try:
-                    await self._upload(node)
-                except errors.Unavailable:
-                    self._due.setdefault(ino, 0.0)  # again when the server is back
-                except Exception:
-                    log.exception("upload of %s failed; retrying in 30 s", self.path_of(node))
-                    self._due[ino] = self.clock() + 30
-                finally:
-                    self._uploading = None
+            # Several at a time: on a link with latency, one upload is mostly waiting.
+            limiter = trio.CapacityLimiter(max(1, self.opts.parallel_uploads))
+            async with trio.open_nursery() as uploads:
+                for _, ino in due:
+                    if not self.online:
+                        break
+                    node = self.nodes.get(ino)
+                    self._due.pop(ino, None)
+                    if node is None or not node.dirty or node.writers or node.unlinked:
+                        continue
+                    await limiter.acquire_on_behalf_of(ino)
+                    self._uploading.add(ino)
+                    uploads.start_soon(self._upload_due, node, limiter)
+
+    async def _upload_due(self, node: Node, limiter: trio.CapacityLimiter) -> None:
+        try:
+            await self._upload(node)
+        except errors.Unavailable:
+            self._due.setdefault(node.ino, 0.0)  # again when the server is back
+        except Exception:
+            log.exception("upload of %s failed; retrying in 30 s", self.path_of(node))
+            self._due[node.ino] = self.clock() + 30
+        finally:
+            self._uploading.discard(node.ino)
+            limiter.release_on_behalf_of(node.ino)
 
     def _chunks(self, ino: int, size: int, sha=None) -> Iterator[bytes]:
         with open(self.content.path(ino), "rb", buffering=0) as f:
@@ -1131,9 +1149,11 @@ class VFS:
             sha = hashlib.sha256()
             try:
                 await self._check_racy_base(node, path)
-                st = await self._remote(self.store.upload, path,
-                                        self._chunks(node.ino, node.size, sha),
-                                        node.base, node.mode, node.mtime_ns)
+                # A listing taken while the name is replaced would miss it.
+                with self._changing(self.nodes[node.parent]):
+                    st = await self._remote(self.store.upload, path,
+                                            self._chunks(node.ino, node.size, sha),
+                                            node.base, node.mode, node.mtime_ns)
             except errors.Changed as exc:
                 if not await self._upload_conflict(node, path, exc.current):
                     self._schedule(node, 0)
@@ -1254,7 +1274,7 @@ class VFS:
                 self._due[node.ino] = 0.0
         self._wake.set()
         with trio.move_on_after(timeout):
-            while self.online and (self._uploading is not None or self.journal_len or any(
+            while self.online and (self._uploading or self.journal_len or any(
                     t <= self.clock() for t in self._due.values())):
                 await trio.sleep(0.05)
         return self.pending_uploads + self.journal_len
@@ -1275,49 +1295,109 @@ class VFS:
     # ------------------------------------------------- change notification
     async def run_watch(self) -> None:
         """Follow the server's change notifications where the store has them, so a
-        change by another client shows without waiting for attr_ttl."""
+        change by another client shows at once, and the kernel may cache for long."""
         watch = getattr(self.store, "watch", None)
         if watch is None:
             return
         token = trio.lowlevel.current_trio_token()
         stop = threading.Event()
 
-        def on_change(path: str) -> None:
+        def to_trio(fn, *args) -> None:
             try:
-                trio.from_thread.run_sync(self.on_remote_change, path, trio_token=token)
+                trio.from_thread.run_sync(fn, *args, trio_token=token)
             except trio.RunFinishedError:
                 stop.set()
 
+        def on_change(path: str) -> None:
+            # Look at what is there now (in this thread): most events are our own
+            # uploads and renames, which must not make a whole folder stale.
+            if posixpath.basename(path).startswith(TEMP_PREFIX):
+                return  # our own uploads' temporary names
+            st: RemoteStat | None | object = _UNKNOWN
+            if path:
+                try:
+                    st = self.store.stat(path)
+                except errors.NotFound:
+                    st = None
+                except Exception:
+                    pass
+            to_trio(self.on_remote_change, path, st)
+
         try:
-            await trio.to_thread.run_sync(watch, on_change, stop, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(
+                watch, on_change, stop, lambda armed: to_trio(self._set_watching, armed),
+                abandon_on_cancel=True)
         finally:
             stop.set()
+            self.watching = False  # shutting down: no kernel to tell
 
-    def on_remote_change(self, path: str) -> None:
-        """Something under `path` changed on the server: forget what we checked."""
-        if not path:
-            for node in self.nodes.values():
-                node.checked_at = -1e9
+    def _set_watching(self, armed: bool) -> None:
+        if armed == self.watching:
             return
+        self.watching = armed
+        log.info("change notification %s; names and attributes trusted for %g s",
+                 "armed" if armed else "off", self.ttl)
+        if not armed:
+            self._forget_checks()
+
+    def _forget_checks(self) -> None:
+        """Everything is to be checked again, also what the kernel holds for long."""
+        for node in self.nodes.values():
+            node.checked_at = -1e9
+            if node.ino != ROOT_INO and not node.unlinked:
+                self.invalidate.entry(node.parent, node.name)
+
+    def on_remote_change(self, path: str, now: RemoteStat | None | object = _UNKNOWN) -> None:
+        """Something at `path` changed on the server (`now`: what a stat found there
+        after the event, None: nothing, _UNKNOWN: not looked): forget what we checked."""
+        if not path:
+            self._forget_checks()
+            return
+        if posixpath.basename(path).startswith(TEMP_PREFIX):
+            return  # our own uploads' temporary names
         node = self.nodes[ROOT_INO]
+        known = True
         for part in path.split("/"):
             ino = node.children.get(part) if node.children is not None else None
             if ino is None:
+                known = False
                 break
             node = self.nodes[ino]
+        if now is not _UNKNOWN:
+            if not known and now is None:
+                return  # gone there, and not here either (e.g. our own delete)
+            if known and isinstance(now, RemoteStat) and now.kind == node.kind and (
+                    node.kind == "dir" or now.fingerprint == node.base or node.dirty):
+                # What we have (e.g. our own upload), or ours will replace it: the
+                # upload checks the base and keeps both on a conflict.
+                return
         node.checked_at = -1e9
         parent = self.nodes.get(node.parent)
         if parent is not None:
             parent.checked_at = -1e9
             self.invalidate.entry(parent.ino, node.name)
-        elif node.ino == ROOT_INO:
-            node.checked_at = -1e9
 
     # ------------------------------------------------------------- status
+    def _changed(self, node: Node) -> None:
+        """Sizes, times and present ranges go to the database in batches: one commit
+        per file operation was the main cost of small files. The dirty flag is not
+        among them (_mark_dirty commits it before the data lands), and the content
+        file is the authority for a dirty file's size after a crash."""
+        node.unsaved = True
+        self._unsaved.add(node.ino)
+
+    async def run_saver(self, interval: float = 0.5) -> None:
+        while True:
+            await trio.sleep(interval)
+            if self._unsaved:
+                self.save_all()
+
     def save_all(self) -> None:
+        inos, self._unsaved = self._unsaved, set()
         with self.state.transaction():
-            for node in self.nodes.values():
-                if node.unsaved and not node.unlinked:
+            for ino in inos:
+                node = self.nodes.get(ino)
+                if node is not None and node.unsaved and not node.unlinked:
                     self.state.save(node)
 
     def status(self) -> dict:
@@ -1327,6 +1407,8 @@ class VFS:
             "server": self.store.url,
             "mode": self.mode,
             "mode_reason": self.mode_reason,
+            "change_notification": self.watching,
+            "names_trusted_s": self.ttl,
             "mode_since": self.mode_since,
             "median_rtt_ms": self.link_state.median_ms,
             "cost": self.cost.describe(),

@@ -153,6 +153,7 @@ class VfsRunner:
         await monitor.probe_once(reconnect=True)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.vfs.run_writeback)
+            nursery.start_soon(self.vfs.run_saver)
             nursery.start_soon(monitor.run)
             nursery.start_soon(BackgroundSync(self.vfs, monitor).run)
             nursery.start_soon(monitor.run_cost)

@@ -264,3 +264,31 @@ def test_bad_config_file(server, mp, env_dirs, tmp_path):
     assert "write_back_delay" in msg
     cfg.write_text("no_such_option = 1\n")
     assert "unknown option" in _one_line_error(cscfs("mount", str(server), str(mp), check=False))
+
+
+def test_a_local_folder_server_is_watched_so_names_are_cached_long(tmp_path, server, env_dirs):
+    """On a local file system inotify reports every change: the kernel may keep names
+    and attributes for cache_ttl, and changes on the server still show at once."""
+    require_fuse()
+    (tmp_path / "config" / "cscfs" / "config.toml").write_text("attr_ttl = 60\n")
+    m = Mounted(server, tmp_path / "mnt", tmp_path / "data", 0.2)
+    try:
+        wait_for(lambda: m.status()["change_notification"], what="the watch")
+        assert m.status()["names_trusted_s"] == 300
+        docs = m.mountpoint / "docs"
+        assert (docs / "report.txt").read_bytes() == b"quarterly report v1\n"
+        assert sorted(os.listdir(docs)) == ["report.txt"]
+        (docs / "mine.txt").write_bytes(b"written here")
+        settle(m)  # our own upload must not hide what the server does next
+        (server / "docs" / "report.txt").write_bytes(b"rewritten on the server, longer\n")
+        (server / "docs" / "added.txt").write_bytes(b"added")
+        wait_for(lambda: sorted(os.listdir(docs)) == ["added.txt", "mine.txt", "report.txt"],
+                 2.0, what="the new name")
+        wait_for(lambda: (docs / "report.txt").read_bytes()
+                 == b"rewritten on the server, longer\n", 2.0, what="the new content")
+        assert os.stat(docs / "report.txt").st_size == len(b"rewritten on the server, longer\n")
+        (server / "docs" / "added.txt").unlink()
+        wait_for(lambda: not (docs / "added.txt").exists(), 2.0, what="the deletion")
+        assert (docs / "mine.txt").read_bytes() == b"written here"
+    finally:
+        m.unmount(force=True)

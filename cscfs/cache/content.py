@@ -13,13 +13,14 @@ class ContentStore:
     def path(self, ino: int) -> str:
         return os.path.join(self.root, f"{ino % 256:02x}", str(ino))
 
-    def open(self, ino: int) -> int:
+    def open(self, ino: int, truncate: bool = False) -> int:
         path = self.path(ino)
+        flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            return os.open(path, flags, 0o600)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            return os.open(path, flags, 0o600)
 
     def size(self, ino: int) -> int | None:
         try:

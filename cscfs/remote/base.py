@@ -99,9 +99,10 @@ class RemoteStore(Protocol):
 
     def close(self) -> None: ...
 
-    # Optional: watch(on_change: Callable[[str], None], stop: threading.Event) -> None,
-    # blocking in a thread, calls on_change(path) for each change made on the server
-    # ("" when it may have missed some). Stores without it are polled (attr_ttl).
+    # Optional: watch(on_change, stop: threading.Event, on_armed) -> None, blocking in
+    # a thread: calls on_change(path) for each change made on the server ("" when it
+    # may have missed some) and on_armed(True / False) while every change is reported
+    # (the kernel may then cache names for cache_ttl). Without it: polled (attr_ttl).
 
 
 def check_expected(store, path: str, expected: Fingerprint | None) -> None:

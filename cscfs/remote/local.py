@@ -5,12 +5,21 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import logging
 import stat as statmod
-from typing import Iterable
+import threading
+from typing import Callable, Iterable
 
 from .. import errors
 from .base import (TEMP_PREFIX, Fingerprint, RemoteStat, SourceFailed, SpaceInfo,
                    check_expected, guarded)
+
+log = logging.getLogger("cscfs.remote.local")
+
+# File systems whose changes inotify sees whoever makes them. On a network file system
+# (NFS, CIFS, FUSE) it sees only this machine's changes, so those are polled instead.
+_LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs", "overlay",
+             "vfat", "exfat", "ntfs3", "jfs", "reiserfs", "bcachefs", "ramfs"}
 
 # errnos that say "the server (or the mount in front of it) is not reachable now".
 _UNAVAILABLE = {
@@ -33,6 +42,7 @@ class LocalDirStore:
     (an unmounted NFS export, a removed disk): Unavailable, not NotFound."""
 
     stores_modes = True
+    notify_complete = True  # inotify sees every change (watch() runs only on local fs)
 
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
@@ -189,6 +199,62 @@ class LocalDirStore:
         sv = self._call("", os.statvfs, self.root)
         return SpaceInfo(sv.f_blocks * sv.f_frsize, sv.f_bavail * sv.f_frsize,
                          sv.f_files, sv.f_favail)
+
+    # -- change notification -----------------------------------------------------------
+    def fs_type(self) -> str:
+        import psutil
+
+        root = os.path.realpath(self.root)
+        best = ("", "")
+        for part in psutil.disk_partitions(all=True):
+            mp = part.mountpoint
+            if (root == mp or root.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best[0]):
+                best = (mp, part.fstype)
+        return best[1]
+
+    def watch(self, on_change: Callable[[str], None], stop: threading.Event,
+              on_armed: Callable[[bool], None]) -> None:
+        """inotify (watchdog) over the tree, where it sees every change: on a local
+        file system. Returns at once elsewhere (polling by attr_ttl)."""
+        fs = self.fs_type()
+        if fs not in _LOCAL_FS:
+            log.info("%s is on %s: no change notification, polling only", self.root, fs or "?")
+            return
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        root = self.root
+
+        def rel(p: str) -> str | None:
+            p = os.fsdecode(p)
+            return os.path.relpath(p, root).replace(os.sep, "/") if p.startswith(root) else None
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event):
+                if event.event_type in ("opened", "closed", "closed_no_write") or (
+                        event.is_directory and event.event_type == "modified"):
+                    return  # reads, and a folder's own times: its children report
+                for p in (event.src_path, getattr(event, "dest_path", "")):
+                    r = rel(p) if p else None
+                    if r is not None:
+                        on_change("" if r == "." else r)
+
+        observer = Observer()
+        try:
+            observer.schedule(Handler(), root, recursive=True)
+            observer.start()
+        except OSError as exc:  # e.g. out of inotify watches
+            log.warning("change notification on %s failed (%s): polling only", root, exc)
+            return
+        on_armed(True)
+        try:
+            while not stop.wait(0.5):
+                if not observer.is_alive() or not os.path.isdir(root):
+                    break
+        finally:
+            on_armed(False)
+            observer.stop()
+            observer.join(5)
 
     def close(self) -> None:
         pass

@@ -142,6 +142,10 @@ def _list_open_dir(open_) -> list:
 
 class SMBStore:
     stores_modes = False  # SMB has no POSIX permission bits (without unix extensions)
+    # CHANGE_NOTIFY reports what SMB clients change; Samba reports changes made on its own
+    # disk only where its kernel change notify works (not in our test rig). So names stay
+    # trusted for attr_ttl unless the config says trust_server_notify.
+    notify_complete = False
 
     def __init__(self, target: SmbTarget, password: str | None, *, encrypt: bool | None = None,
                  timeout: float = 5.0):
@@ -366,7 +370,8 @@ class SMBStore:
         check_name(name)
 
     # -- change notification -----------------------------------------------------------
-    def watch(self, on_change: Callable[[str], None], stop: threading.Event) -> None:
+    def watch(self, on_change: Callable[[str], None], stop: threading.Event,
+              on_armed: Callable[[bool], None]) -> None:
         """Call on_change(path) for every change reported under the root, until stop
         is set. Runs in a thread of its own; re-arms after each event and re-opens
         after a lost connection."""
@@ -385,9 +390,11 @@ class SMBStore:
                     while not stop.is_set():
                         w = FileSystemWatcher(d.fd)
                         w.start(filt, flags=ChangeNotifyFlags.SMB2_WATCH_TREE)
+                        on_armed(True)
                         while not w.response_event.wait(0.2):
                             if stop.is_set():
                                 w.cancel()
+                                on_armed(False)
                                 return
                         for r in w.result or []:
                             on_change(r["file_name"].get_value().replace("\\", "/"))
@@ -400,6 +407,7 @@ class SMBStore:
                 log.info("change notification interrupted (%s); re-arming", type(exc).__name__)
             except Exception as exc:
                 log.info("change notification interrupted (%s); re-arming", type(exc).__name__)
+            on_armed(False)
             on_change("")  # we may have missed something while disarmed
             stop.wait(2.0)
 
