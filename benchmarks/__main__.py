@@ -230,7 +230,7 @@ def smb_section(base: Path, args, log) -> dict[str, dict[str, dict]]:
             runs: dict[str, list] = {t: [] for t in targets}
             for _ in range(args.runs):
                 for target, res in run_link(rig, base, link, targets, big, small,
-                                            timeout=600).items():
+                                            timeout=120 if args.quick else 300).items():
                     runs[target].append(res)
             out[f"SMB {link}"] = {t: medians(r) for t, r in runs.items()}
             out[f"SMB {link}"]["sizes"] = {"big file MiB": big // MiB, "small files": small}

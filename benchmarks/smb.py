@@ -164,8 +164,11 @@ def run_link(rig, base: Path, link: str, targets: list[str], big: int, small: in
             continue
         where = base / f"{target.split()[0]}-{link.split()[0]}-{uuid.uuid4().hex[:6]}"
         if target == "cscfs":
+            # At 50 ms the default slow_link_ms (35) would put cscfs in slow-link mode,
+            # where reads do not fetch and uploads wait for a sync: measure it online.
             mount = CscfsMount(where, rig.url(host=host, path=share.name),
-                               password=rig.password)
+                               password=rig.password,
+                               config="slow_link_ms = 100\n" if link != "fast" else "")
         else:
             mount = RcloneMount(where, f":smb:{rig.share}/{share.name}", rclone_env(rig, host))
         try:
@@ -173,7 +176,7 @@ def run_link(rig, base: Path, link: str, targets: list[str], big: int, small: in
             for i in range(small):  # cache them: the next writes are changes of known files
                 (mount.path / "small" / f"f{i:04d}").read_bytes()
             t = time.perf_counter()
-            ok = (write_changes(mount.path, small, b"up", timeout)
+            ok = (write_changes(mount.path, small, b"up", 120)
                   and share.wait_arrived(small, b"up", timeout) is not None)
             res["upload s"] = time.perf_counter() - t if ok else None
             cut()
@@ -182,10 +185,15 @@ def run_link(rig, base: Path, link: str, targets: list[str], big: int, small: in
                     mount.wait_mode("offline")
                 else:
                     time.sleep(3)
-                ok = write_changes(mount.path, small, b"off", timeout)
+                ok = write_changes(mount.path, small, b"off", 120)
             finally:
                 restore()
             res["reintegrate s"] = share.wait_arrived(small, b"off", timeout) if ok else None
+        except Exception:
+            log = where / ("data/daemon.log" if target == "cscfs" else "rclone.log")
+            if log.exists():
+                print("".join(log.read_text().splitlines(True)[-25:]), file=sys.stderr)
+            raise
         finally:
             mount.close()
         out[target] = res

@@ -32,17 +32,25 @@ class LinkMonitor:
 
     async def probe_once(self, reconnect: bool) -> None:
         timeout = self.opts.probe_timeout
+        vfs = self.vfs
+        started, busy = vfs.clock(), vfs.remote_busy
         try:
             # Reconnecting may take a session setup on top of the round trip.
             with trio.fail_after(timeout * (3 if reconnect else 1)):
                 rtt = await trio.to_thread.run_sync(self._measure, reconnect, timeout,
                                                     abandon_on_cancel=True)
-        except trio.TooSlowError:
-            self.vfs.link_observed(None, f"no answer within {timeout:g} s")
-        except (ProbeFailed, errors.CscfsError) as exc:
-            self.vfs.link_observed(None, str(exc))
+        except (trio.TooSlowError, ProbeFailed, errors.CscfsError) as exc:
+            if vfs.remote_ok_at > started:
+                return  # our transfers crowd the echo out, yet the link carries them
+            reason = f"no answer within {timeout:g} s" if isinstance(
+                exc, trio.TooSlowError) else str(exc)
+            vfs.link_observed(None, reason)
         else:
-            self.vfs.link_observed(rtt)
+            if (busy or vfs.remote_busy) and vfs.reachable:
+                # Queued behind our own reads and uploads: that measures our load, not
+                # the distance to the server (a big copy must not make the link "slow").
+                return
+            vfs.link_observed(rtt)
 
     def _measure(self, reconnect: bool, timeout: float) -> float:
         if self.target is not None:

@@ -146,6 +146,8 @@ class VFS:
         self._prefetch_queue: list[int] = []
         self._space_cache: tuple[float, FsSpace] | None = None
         self.watching = False  # the server's change notification is armed
+        self.remote_busy = 0  # calls to the server under way (the link probe's context)
+        self.remote_ok_at = -1e9  # when the last one succeeded (clock())
         self._unsaved: set[int] = set()  # inos whose rows lag behind (see _changed)
         self._load()
         self._update_mode()
@@ -311,14 +313,19 @@ class VFS:
         if not (self.online or self.reachable and (
                 self.sync_active or background and self.mode == modes.SLOW_LINK)):
             raise errors.Unavailable(f"{self.mode}: {self.mode_reason}")
+        self.remote_busy += 1
         try:
             with trio.fail_after(self.opts.remote_timeout):
-                return await trio.to_thread.run_sync(
+                result = await trio.to_thread.run_sync(
                     functools.partial(fn, *args), abandon_on_cancel=True)
+            self.remote_ok_at = self.clock()
+            return result
         except trio.TooSlowError:
             exc = errors.Unavailable(f"no answer within {self.opts.remote_timeout:g} s")
         except errors.Unavailable as e:
             exc = e
+        finally:
+            self.remote_busy -= 1
         self.link_observed(None, str(exc))
         raise exc
 
@@ -1163,6 +1170,11 @@ class VFS:
                 await self._make_parents(path)
                 self._schedule(node, 0)
                 return
+            except errors.Unavailable:
+                if node.generation == gen:  # what we sent may be there, unacknowledged
+                    node.sent_sha = self._hash_content(node)
+                raise
+            node.sent_sha = None
             node.set_base(st.fingerprint, sha.hexdigest() if node.generation == gen else None)
             node.mode = st.mode  # what the server keeps (SMB: no POSIX modes)
             node.checked_at = self.clock()
@@ -1196,6 +1208,15 @@ class VFS:
             os.close(fd)
         return True
 
+    async def _remote_sha(self, path: str, st: RemoteStat | None) -> str | None:
+        if st is None or st.kind != "file" or st.size > _RACY_HASH_MAX:
+            return None
+        sha = hashlib.sha256()
+        for pos in range(0, st.size, _UPLOAD_CHUNK):
+            sha.update(await self._remote(self.store.read, path, pos,
+                                          min(_UPLOAD_CHUNK, st.size - pos)))
+        return sha.hexdigest()
+
     async def _upload_conflict(self, node: Node, path: str, current: RemoteStat | None) -> bool:
         """The server's version is not the one ours started from: apply what
         reconcile() plans, keeping both versions. False: the file was renamed on the
@@ -1206,6 +1227,13 @@ class VFS:
             node.dirty = False
             self.state.save(node)
             return True
+        if node.sent_sha and await self._remote_sha(path, current) == node.sent_sha:
+            # Our own earlier upload, cut off before its answer came: it is the base
+            # of what we have now, not somebody else's version.
+            node.sent_sha = None
+            node.set_base(current.fingerprint)
+            self.state.save(node)
+            return False
         parent = self.nodes[node.parent]
         if current is None and node.base is not None:
             # Gone from its name: renamed there? Then the edit lands at the new name.

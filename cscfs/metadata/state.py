@@ -51,6 +51,7 @@ class Node:
     unsaved: bool = False     # size / mtime / present changed since the last save
     unlinked: bool = False    # removed from the tree while still open
     refetched: bool = False   # content dropped since the kernel last opened it
+    sent_sha: str | None = None  # SHA-256 of an upload cut off mid-way: it may have landed
 
     def set_base(self, fp: Fingerprint | None, sha: str | None = None) -> None:
         self.base, self.base_sha = fp, sha
