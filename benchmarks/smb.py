@@ -97,9 +97,12 @@ def write_changes(root: Path, count: int, tag: bytes, timeout: float) -> bool:
     try:
         return proc.wait(timeout) == 0
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        proc.kill()  # it may sit in a FUSE request until the mount goes: do not wait
+        _blocked.append(proc)
         return False
+
+
+_blocked: list[subprocess.Popen] = []  # writers killed while stuck in a mount: reaped later
 
 
 class RawClient:
@@ -196,5 +199,8 @@ def run_link(rig, base: Path, link: str, targets: list[str], big: int, small: in
             raise
         finally:
             mount.close()
+            for proc in _blocked:
+                proc.wait(30)  # the mount is gone, so is its request
+            _blocked.clear()
         out[target] = res
     return out

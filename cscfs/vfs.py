@@ -1154,12 +1154,18 @@ class VFS:
             if node.unsaved:
                 self.state.save(node)
             sha = hashlib.sha256()
+            sent = False
+
+            def chunks():
+                nonlocal sent
+                yield from self._chunks(node.ino, node.size, sha)
+                sent = True
+
             try:
                 await self._check_racy_base(node, path)
                 # A listing taken while the name is replaced would miss it.
                 with self._changing(self.nodes[node.parent]):
-                    st = await self._remote(self.store.upload, path,
-                                            self._chunks(node.ino, node.size, sha),
+                    st = await self._remote(self.store.upload, path, chunks(),
                                             node.base, node.mode, node.mtime_ns)
             except errors.Changed as exc:
                 if not await self._upload_conflict(node, path, exc.current):
@@ -1171,8 +1177,8 @@ class VFS:
                 self._schedule(node, 0)
                 return
             except errors.Unavailable:
-                if node.generation == gen:  # what we sent may be there, unacknowledged
-                    node.sent_sha = self._hash_content(node)
+                if sent:  # all of it went out: it may be there, unacknowledged
+                    node.sent_sha = sha.hexdigest()
                 raise
             node.sent_sha = None
             node.set_base(st.fingerprint, sha.hexdigest() if node.generation == gen else None)
@@ -1262,9 +1268,10 @@ class VFS:
                 copy_path = upload_path = join(self.path_of(parent), copy)
             sha = hashlib.sha256()
             try:
-                st = await self._remote(self.store.upload, upload_path,
-                                        self._chunks(node.ino, node.size, sha), None, node.mode,
-                                        node.mtime_ns)
+                with self._changing(parent):  # a listing taken meanwhile misses the copy
+                    st = await self._remote(self.store.upload, upload_path,
+                                            self._chunks(node.ino, node.size, sha), None,
+                                            node.mode, node.mtime_ns)
                 break
             except errors.Changed:
                 if plan.keeps_name == "local":

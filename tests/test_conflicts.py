@@ -146,3 +146,40 @@ def test_a_folder_renamed_offline_arrives_as_one_rename(smb_mounted):
     assert {p.name: p.stat().st_ino for p in moved.iterdir()} == ids
     assert not (m.server / "tree").exists()
     shutil.rmtree(m.server / "moved")
+
+
+def test_an_upload_whose_answer_was_lost_is_no_conflict(vfs_runner, server):
+    """The link drops after the server took our upload but before its answer came:
+    the next upload finds the server changed, recognises that version as its own (by
+    its hash) and replaces it, with no conflict copy."""
+    from cscfs import errors
+
+    from .fsapi import VfsFS
+
+    fs = VfsFS(vfs_runner)
+    fs.write("notes.txt", b"v1")
+    fs.settle()
+    store = fs.vfs.store
+    real_upload = store.upload
+    lost = []
+
+    def upload_then_lose_the_answer(*args):
+        st = real_upload(*args)
+        if not lost:
+            lost.append(st)
+            raise errors.Unavailable("the link dropped before the answer")
+        return st
+
+    store.upload = upload_then_lose_the_answer
+    try:
+        fs.write("notes.txt", b"v2, sent")
+        wait_for(lambda: lost, what="the upload")
+        assert (server / "notes.txt").read_bytes() == b"v2, sent"
+        fs.write("notes.txt", b"v3, written after")
+        wait_for(lambda: fs.status()["mode"] == "online", what="online again")
+        fs.settle()
+    finally:
+        store.upload = real_upload
+    assert (server / "notes.txt").read_bytes() == b"v3, written after"
+    assert fs.vfs.state.open_conflicts() == []
+    assert sorted(p.name for p in server.iterdir() if p.name.startswith("notes")) == ["notes.txt"]

@@ -287,6 +287,10 @@ class SMBStore:
 
     # -- data -----------------------------------------------------------------------
     def read(self, path: str, offset: int, length: int) -> bytes:
+        # Open, read, close each time. A handle kept open between reads would save two
+        # round trips per chunk, but Samba then reports a stale modification time for
+        # changes made on its disk, and after a cut link the dead connection's handle
+        # blocks replacing the file until the server notices (tried, measured, undone).
         def do(**kw):
             with smbclient.open_file(self._p(path), mode="rb", share_access="rwd",
                                      buffering=0, **kw) as f:
@@ -323,7 +327,7 @@ class SMBStore:
             # RACE: a change by another client between this check and the rename is
             # replaced by ours; SMB2 has no rename conditional on the target's version.
             check_expected(self, path, expected)
-            self._call(path, smbclient.replace, self._p(tmp), self._p(path))
+            self.rename(tmp, path, True)
         except BaseException as exc:
             try:
                 smbclient.remove(self._p(tmp), **self._kw())
@@ -346,10 +350,25 @@ class SMBStore:
         self._call(path, smbclient.remove, self._p(path))
 
     def rename(self, old: str, new: str, replace: bool) -> None:
-        if replace:
-            self._call(old, smbclient.replace, self._p(old), self._p(new))
-        else:
-            self._call(old, smbclient.rename, self._p(old), self._p(new))
+        """One compound request (open, rename, close): smbclient's rename opens the
+        target first and the source apart, four round trips in all."""
+        from smbclient._io import SMBFileTransaction, SMBRawIO, set_info
+        from smbprotocol.file_info import FileRenameInformation
+        from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask
+
+
+        def do(**kw):
+            raw = SMBRawIO(self._p(old), mode="r", share_access="rwd",
+                           desired_access=FilePipePrinterAccessMask.DELETE,
+                           create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **kw)
+            with SMBFileTransaction(raw) as transaction:
+                info = FileRenameInformation()
+                info["replace_if_exists"] = replace
+                info["file_name"] = "\\".join(
+                    p for p in (self.target.path.replace("/", "\\"), new.replace("/", "\\")) if p)
+                set_info(transaction, info)
+
+        self._call(old, do)
 
     def symlink(self, target: str, path: str) -> RemoteStat:
         raise errors.RemoteError(f"{path}: the SMB server does not store symbolic links",
