@@ -206,7 +206,7 @@ def local_section(base: Path, args, log) -> dict[str, dict]:
     return results
 
 
-def smb_section(base: Path, args, log) -> dict[str, dict[str, dict]]:
+def smb_section(base: Path, args, log, on_section) -> dict[str, dict[str, dict]]:
     """The SMB workloads over the Samba rig, fast link and 50 ms RTT."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.linklab import SambaRig
@@ -223,18 +223,21 @@ def smb_section(base: Path, args, log) -> dict[str, dict[str, dict]]:
     out = {}
     try:
         for link in ("fast", "50 ms"):
+            # At 50 ms every round trip counts: smaller sizes keep the run within reach.
             if args.quick:
-                big, small = (64 * MiB, 200) if link == "fast" else (16 * MiB, 50)
+                big, small = (32 * MiB, 100) if link == "fast" else (8 * MiB, 30)
             else:
-                big, small = (1024 * MiB, 1000) if link == "fast" else (256 * MiB, 1000)
+                big, small = (1024 * MiB, 1000) if link == "fast" else (64 * MiB, 200)
             runs: dict[str, list] = {t: [] for t in targets}
             for _ in range(args.runs):
                 for target, res in run_link(rig, base, link, targets, big, small,
-                                            timeout=120 if args.quick else 300).items():
+                                            timeout=120 if args.quick else 300,
+                                            write_timeout=30 if args.quick else 120).items():
                     runs[target].append(res)
             out[f"SMB {link}"] = {t: medians(r) for t, r in runs.items()}
             out[f"SMB {link}"]["sizes"] = {"big file MiB": big // MiB, "small files": small}
             log(f"SMB {link}: done")
+            on_section(out)
     finally:
         rig.stop()
     return out
@@ -322,25 +325,32 @@ def main(argv=None) -> int:
     base = Path(tempfile.mkdtemp(prefix="cscfs-bench-", dir="/var/tmp"))
     base.chmod(0o755)  # the rig's smbd serves a folder below it
     sections: dict[str, dict] = {}
-    try:
-        if args.only in (None, "local"):
-            sections["local folder"] = local_section(base, args, log)
-        if args.only in (None, "smb"):
-            sections.update(smb_section(base, args, log))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
     rclone = subprocess.run(["rclone", "version"], capture_output=True, text=True).stdout \
         .split("\n")[0].split()[-1] if not args.rclone_missing else None
     meta = {"machine": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
             "date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(),
             "cscfs": version("cscfs"), "pyfuse3": version("pyfuse3"),
             "smbprotocol": version("smbprotocol"), "rclone": rclone,
-            "quick": args.quick, "runs": args.runs, "page cache dropped": drop_caches(),
-            "seconds": round(time.monotonic() - started)}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "results": sections},
-                                                 indent=2))
-    text = table(sections, meta)
-    (out / "results.md").write_text(text + "\n")
+            "quick": args.quick, "runs": args.runs, "page cache dropped": drop_caches()}
+
+    def save(more: dict | None = None) -> str:
+        """Written after every section, so that a long run interrupted keeps its part."""
+        sections.update(more or {})
+        meta["seconds"] = round(time.monotonic() - started)
+        (out / "results.json").write_text(json.dumps({"meta": meta, "results": sections},
+                                                     indent=2))
+        text = table(sections, meta)
+        (out / "results.md").write_text(text + "\n")
+        return text
+
+    try:
+        if args.only in (None, "local"):
+            save({"local folder": local_section(base, args, log)})
+        if args.only in (None, "smb"):
+            smb_section(base, args, log, save)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    text = save()
     charted = chart(sections, out / "ratios.png")
     print(text)
     log(f"wrote {out / 'results.json'}, {out / 'results.md'}"

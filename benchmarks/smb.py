@@ -141,7 +141,7 @@ def rclone_env(rig, host: str) -> dict:
 
 
 def run_link(rig, base: Path, link: str, targets: list[str], big: int, small: int,
-             timeout: float) -> dict[str, dict[str, float | None]]:
+             timeout: float, write_timeout: float) -> dict[str, dict[str, float | None]]:
     """One run of every SMB workload over one link ("fast" or "50 ms") for each target."""
     host = rig.fast_host if link == "fast" else rig.wire_host
     if link == "fast":
@@ -179,7 +179,7 @@ def run_link(rig, base: Path, link: str, targets: list[str], big: int, small: in
             for i in range(small):  # cache them: the next writes are changes of known files
                 (mount.path / "small" / f"f{i:04d}").read_bytes()
             t = time.perf_counter()
-            ok = (write_changes(mount.path, small, b"up", 120)
+            ok = (write_changes(mount.path, small, b"up", write_timeout)
                   and share.wait_arrived(small, b"up", timeout) is not None)
             res["upload s"] = time.perf_counter() - t if ok else None
             cut()
@@ -188,7 +188,7 @@ def run_link(rig, base: Path, link: str, targets: list[str], big: int, small: in
                     mount.wait_mode("offline")
                 else:
                     time.sleep(3)
-                ok = write_changes(mount.path, small, b"off", 120)
+                ok = write_changes(mount.path, small, b"off", write_timeout)
             finally:
                 restore()
             res["reintegrate s"] = share.wait_arrived(small, b"off", timeout) if ok else None
