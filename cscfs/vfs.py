@@ -421,6 +421,8 @@ class VFS:
         async with lock:
             if not self.direct or not self._stale(d) or d.ino not in self.nodes:
                 return
+            if self._busy_dirs.get(d.ino):
+                return  # a listing taken now would be discarded: serve what we have
             gen = self.dir_gen.get(d.ino, 0)
             started = self.clock()
             try:
@@ -1180,6 +1182,15 @@ class VFS:
                 if sent:  # all of it went out: it may be there, unacknowledged
                     node.sent_sha = sha.hexdigest()
                 raise
+            if node.ino not in self.nodes or node.unlinked:
+                # Deleted here while it was uploading: take it off the server again
+                # (else the next listing would bring it back).
+                try:
+                    await self._remote(remove_if, self.store, path, st.fingerprint)
+                except errors.CscfsError as exc:
+                    log.warning("%s was deleted during its upload and stays on the server: "
+                                "%s", path, exc)
+                return
             node.sent_sha = None
             node.set_base(st.fingerprint, sha.hexdigest() if node.generation == gen else None)
             node.mode = st.mode  # what the server keeps (SMB: no POSIX modes)

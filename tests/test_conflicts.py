@@ -183,3 +183,32 @@ def test_an_upload_whose_answer_was_lost_is_no_conflict(vfs_runner, server):
     assert (server / "notes.txt").read_bytes() == b"v3, written after"
     assert fs.vfs.state.open_conflicts() == []
     assert sorted(p.name for p in server.iterdir() if p.name.startswith("notes")) == ["notes.txt"]
+
+
+def test_a_file_deleted_during_its_upload_leaves_the_server(vfs_runner, server):
+    """Deleted here while its first upload runs: the upload lands, then goes again;
+    the next listing must not bring it back."""
+    from .fsapi import VfsFS
+
+    fs = VfsFS(vfs_runner)
+    store = fs.vfs.store
+    real_upload = store.upload
+    started = []
+
+    def slow_upload(*args):
+        started.append(True)
+        time.sleep(0.5)
+        return real_upload(*args)
+
+    store.upload = slow_upload
+    try:
+        fs.write("draft.txt", b"short-lived")
+        wait_for(lambda: started, what="the upload")
+        fs.unlink("draft.txt")
+        time.sleep(0.7)
+        fs.settle()
+    finally:
+        store.upload = real_upload
+    assert not (server / "draft.txt").exists()
+    time.sleep(0.3)  # past attr_ttl: a fresh listing
+    assert "draft.txt" not in fs.listdir()
