@@ -1412,6 +1412,8 @@ class VFS:
         if now is not _UNKNOWN:
             if not known and now is None:
                 return  # gone there, and not here either (e.g. our own delete)
+            if known and now is None and self._busy_dirs.get(node.parent):
+                return  # our own delete or rename there, still under way
             if known and isinstance(now, RemoteStat) and now.kind == node.kind and (
                     node.kind == "dir" or now.fingerprint == node.base or node.dirty):
                 # What we have (e.g. our own upload), or ours will replace it: the
