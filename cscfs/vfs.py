@@ -779,9 +779,6 @@ class VFS:
         if not node.writers:
             self._schedule(node)
 
-    async def flush(self, fh: int) -> None:
-        pass  # sizes and ranges are saved in batches (run_saver); fsync saves at once
-
     async def fsync(self, fh: int, datasync: bool) -> None:
         node = self.handles[fh].node
         os.fsync(node.fd)
@@ -1399,8 +1396,6 @@ class VFS:
         if not path:
             self._forget_checks()
             return
-        if posixpath.basename(path).startswith(TEMP_PREFIX):
-            return  # our own uploads' temporary names
         node = self.nodes[ROOT_INO]
         known = True
         for part in path.split("/"):

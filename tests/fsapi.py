@@ -145,7 +145,6 @@ class VfsFS:
         try:
             offset = self.vfs.handles[fh].node.size if flags & os.O_APPEND else 0
             self._c(self.vfs.write, fh, offset, data)
-            self._c(self.vfs.flush, fh)
         finally:
             self._c(self.vfs.release, fh)
 

@@ -1,8 +1,8 @@
 """The state database (SQLite, WAL) and the in-memory rows the VFS works on.
 
 Only the FUSE dispatch thread touches the connection. Reads and writes of file data
-never query it: a Node carries what they need and is saved at flush, fsync, release
-and namespace operations.
+never query it: a Node carries what they need and is saved at fsync, at namespace
+operations and in batches every half second (VFS.run_saver).
 """
 
 from __future__ import annotations

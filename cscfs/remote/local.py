@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import secrets
-import logging
 import stat as statmod
 import threading
 from typing import Callable, Iterable

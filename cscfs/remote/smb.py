@@ -356,7 +356,6 @@ class SMBStore:
         from smbprotocol.file_info import FileRenameInformation
         from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask
 
-
         def do(**kw):
             raw = SMBRawIO(self._p(old), mode="r", share_access="rwd",
                            desired_access=FilePipePrinterAccessMask.DELETE,
