@@ -59,6 +59,26 @@ def test_read_ranges(store):
     assert store.read("f", 20_000, 10) == b""
 
 
+def test_a_big_upload_arrives_whole_with_its_time(store):
+    # Bigger than one SMB message: written in several, unlike a small file's one compound.
+    data = os.urandom((3 << 20) + 12_345)
+    chunks = [data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
+    st = store.upload("big", chunks, None, 0o644, 1_600_000_000_123_456_700)
+    assert (st.size, st.mtime_ns) == (len(data), 1_600_000_000_123_456_700)
+    assert st.fingerprint == store.stat("big").fingerprint == store.scandir("")[0].fingerprint
+    assert (store.disk / "big").read_bytes() == data
+    assert store.read("big", 5, 3 << 20) == data[5:5 + (3 << 20)]
+
+    def broken():
+        yield from chunks[:2]
+        raise RuntimeError("the source failed")
+
+    with pytest.raises(RuntimeError):
+        store.upload("big", broken(), st.fingerprint, 0o644, 10**18)
+    assert (store.disk / "big").read_bytes() == data
+    assert not any(n.startswith(TEMP_PREFIX) for n in os.listdir(store.disk))
+
+
 def test_upload_checks_the_expected_fingerprint(store):
     first = store.upload("f", [b"one"], None, 0o644, 10**18)
     with pytest.raises(errors.Changed):

@@ -10,6 +10,7 @@ TCP's 15 minutes; the VFS puts its own deadline around every call as well.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import re
 import secrets
@@ -22,7 +23,7 @@ from typing import Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 import smbclient
-from smbclient._io import SMBDirectoryIO
+from smbclient._io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO, set_info
 from smbprotocol import exceptions as smbexc
 from smbprotocol.file_info import FileAttributes, FileInformationClass
 from smbprotocol.structure import DateTimeField
@@ -42,6 +43,8 @@ _EPOCH_FT = DateTimeField.EPOCH_FILETIME
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
              *(f"LPT{i}" for i in range(10))}
 _FORBIDDEN_CHARS = re.compile(r'[\\:*?"<>|\x00-\x1f]')
+_WILDCARDS = re.compile(r'[*?"<>]')  # a name with these cannot be a search pattern
+_COMPOUND_WRITE_MAX = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,91 @@ def _list_open_dir(open_) -> list:
         flags = 0
 
 
+def _query_one(open_, name: str):
+    """A query of one name in an open directory, its reply parsed by _records_of."""
+    from smbprotocol.open import QueryDirectoryFlags
+    flags = (QueryDirectoryFlags.SMB2_RESTART_SCANS
+             | QueryDirectoryFlags.SMB2_RETURN_SINGLE_ENTRY)
+    return open_.query_directory(name, FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION,
+                                 flags=flags, send=False)[0]
+
+
+def _records_of(open_) -> Callable:
+    def receive(request) -> list:
+        from smbprotocol.open import SMB2QueryDirectoryResponse
+        try:
+            response = open_.connection.receive(request)
+        except (smbexc.NoMoreFiles, smbexc.NoSuchFile):
+            return []
+        reply = SMB2QueryDirectoryResponse()
+        reply.unpack(response["data"].get_value())
+        return list(_dir_records(reply["buffer"].get_value()))
+    return receive
+
+
+# [MS-FSCC] 2.4.29 FileNetworkOpenInformation: creation/access/write/change FILETIMEs,
+# allocation size, end of file, attributes, reserved; 2.4.20 FileInternalInformation.
+_NETWORK_OPEN = struct.Struct("<QQQQQQII")
+_STAT_CLASSES = (FileInformationClass.FILE_NETWORK_OPEN_INFORMATION,
+                 FileInformationClass.FILE_INTERNAL_INFORMATION)
+
+
+def _query_raw(open_, info_class: int):
+    """A query of one file information class; its reply is kept raw (_raw_info)."""
+    from smbprotocol.file_info import InfoType
+    from smbprotocol.open import SMB2QueryInfoRequest
+    request = SMB2QueryInfoRequest()
+    request["info_type"] = InfoType.SMB2_0_INFO_FILE
+    request["file_info_class"] = info_class
+    request["file_id"] = open_.file_id
+    request["output_buffer_length"] = 64
+    return request
+
+
+def _raw_info(open_) -> Callable:
+    def receive(request) -> bytes:
+        from smbprotocol.open import SMB2QueryInfoResponse
+        reply = SMB2QueryInfoResponse()
+        reply.unpack(open_.connection.receive(request)["data"].get_value())
+        return reply["buffer"].get_value()
+    return receive
+
+
+def _read_or_eof(open_) -> Callable:
+    def receive(request) -> bytes:
+        try:
+            return open_._read_response(request)
+        except smbexc.EndOfFile:
+            return b""
+    return receive
+
+
+def _check_written(count: int, want: int) -> None:
+    if count != want:
+        raise errors.RemoteError(f"the server wrote {count} of {want} bytes", err=errno.EIO)
+
+
+def _written(open_, want: int) -> Callable:
+    def receive(request) -> int:
+        count = open_._write_response(request)
+        _check_written(count, want)
+        return count
+    return receive
+
+
+def _basic_times(mtime_ns: int):
+    """FileBasicInformation setting the access and write times; 0 leaves the rest."""
+    from smbprotocol.file_info import FileBasicInformation
+    info = FileBasicInformation()
+    ft = mtime_ns // 100 + _EPOCH_FT
+    info["creation_time"] = 0
+    info["last_access_time"] = ft
+    info["last_write_time"] = ft
+    info["change_time"] = 0
+    info["file_attributes"] = 0
+    return info
+
+
 class SMBStore:
     stores_modes = False  # SMB has no POSIX permission bits (without unix extensions)
     # CHANGE_NOTIFY reports what SMB clients change; Samba reports changes made on its own
@@ -156,6 +244,10 @@ class SMBStore:
         self.timeout = timeout
         self._cache: dict = {}
         self._tuned: set[int] = set()
+        # Temporary names of our uploads, renamed onto their real names: the server's
+        # report of such a rename is our own upload and needs no look (watch()).
+        self._own_renames: dict[str, float] = {}
+        self._own_renames_lock = threading.Lock()
         self._lock = threading.Lock()
         root = f"\\\\{target.host}\\{target.share}"
         self._root = root + ("\\" + target.path.replace("/", "\\") if target.path else "")
@@ -196,6 +288,9 @@ class SMBStore:
             raise self._classify(exc, "") from exc
 
     def _tune(self, sock: socket.socket) -> None:
+        # Several threads share the connection: with Nagle on, a request sent while
+        # another's is unacknowledged waits for the server's delayed ACK (~40 ms).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ms = max(1000, int(self.timeout * 1000))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, ms)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -268,9 +363,26 @@ class SMBStore:
         return RemoteStat(name, "file", size, mtime_ns, mode, file_id)
 
     def stat(self, path: str) -> RemoteStat:
-        st = self._call(path, smbclient.stat, self._p(path), follow_symlinks=False)
-        return self._from_info(path.rsplit("/", 1)[-1], st.st_file_attributes, st.st_size,
-                               st.st_mtime_ns, st.st_ino, path)
+        name = path.rsplit("/", 1)[-1]
+        if not path or _WILDCARDS.search(name):
+            st = self._call(path, smbclient.stat, self._p(path), follow_symlinks=False)
+            return self._from_info(name, st.st_file_attributes, st.st_size, st.st_mtime_ns,
+                                   st.st_ino, path)
+        # The parent's listing of this one name: one compound of three messages, parsed
+        # like a listing (smbclient.stat sends seven, and parsing them costs ~6 ms of CPU).
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+
+        def lookup(**kw):
+            raw = SMBDirectoryIO(self._p(parent), share_access="rwd", **kw)
+            with SMBFileTransaction(raw) as transaction:
+                transaction += (_query_one(raw.fd, name), _records_of(raw.fd))
+            return transaction.results[0]
+
+        records = self._call(path, lookup)
+        if not records:
+            raise errors.NotFound(f"{path}: not found")
+        _name, attrs, size, mtime_ns, file_id = records[0]
+        return self._from_info(name, attrs, size, mtime_ns, file_id, path)
 
     def scandir(self, path: str) -> list[RemoteStat]:
         def listing(**kw):
@@ -287,22 +399,24 @@ class SMBStore:
 
     # -- data -----------------------------------------------------------------------
     def read(self, path: str, offset: int, length: int) -> bytes:
-        # Open, read, close each time. A handle kept open between reads would save two
-        # round trips per chunk, but Samba then reports a stale modification time for
-        # changes made on its disk, and after a cut link the dead connection's handle
-        # blocks replacing the file until the server notices (tried, measured, undone).
+        # Open, read and close in one compound: one round trip per chunk. A handle kept
+        # open between reads was tried and undone: Samba then reports a stale
+        # modification time for changes made on its disk, and after a cut link the dead
+        # connection's handle blocks replacing the file until the server notices.
         def do(**kw):
-            with smbclient.open_file(self._p(path), mode="rb", share_access="rwd",
-                                     buffering=0, **kw) as f:
-                f.seek(offset)
-                parts, done = [], 0
-                while done < length:
-                    buf = f.read(length - done)
-                    if not buf:
-                        break
-                    parts.append(buf)
-                    done += len(buf)
-                return b"".join(parts)
+            raw = SMBRawIO(self._p(path), mode="r", share_access="rwd", **kw)
+            parts, done = [], 0
+            while done < length:
+                want = min(length - done, raw.fd.connection.max_read_size)
+                with SMBFileTransaction(raw) as transaction:
+                    transaction += (*raw.fd.read(offset + done, want, send=False)[:1],
+                                    _read_or_eof(raw.fd))
+                buf = transaction.results[0]
+                if not buf:
+                    break
+                parts.append(buf)
+                done += len(buf)
+            return b"".join(parts)
 
         return self._call(path, do)
 
@@ -312,22 +426,59 @@ class SMBStore:
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
         tmp = (f"{parent}/" if parent else "") + f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp"
 
-        def write_tmp(**kw):
-            with smbclient.open_file(self._p(tmp), mode="xb", buffering=0, **kw) as f:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[f.write(view):]
-            # After the close: a close with writes would set the time itself.
-            smbclient.utime(self._p(tmp), ns=(mtime_ns, mtime_ns), **kw)
+        def write_tmp(**kw) -> bool:
+            # Create, write, set the time and close in one compound when the file fits
+            # in one message (a small file: one round trip instead of six); a bigger one
+            # is opened first and written a message at a time. The time set on the
+            # handle sticks: the close does not overwrite it.
+            raw = SMBRawIO(self._p(tmp), mode="xb", **kw)
+            limit = min(_COMPOUND_WRITE_MAX, raw.fd.connection.max_write_size)
+            it = iter(chunks)
+            head, size = [], 0
+            for chunk in it:
+                head.append(chunk)
+                size += len(chunk)
+                if size >= limit:
+                    break
+            offset = 0
+            small = size < limit
+            if not small:
+                raw.open()
+                try:
+                    for chunk in itertools.chain(head, it):
+                        view = memoryview(chunk)
+                        while view:
+                            part = view[:raw.fd.connection.max_write_size]
+                            _check_written(raw.fd.write(part.tobytes(), offset), len(part))
+                            offset += len(part)
+                            view = view[len(part):]
+                except BaseException:
+                    try:
+                        raw.close()
+                    except Exception:
+                        pass  # the connection is gone, and the handle with it
+                    raise
+                head = []
+            with SMBFileTransaction(raw) as transaction:
+                for chunk in head:
+                    request = raw.fd.write(bytes(chunk), offset, send=False)[0]
+                    transaction += (request, _written(raw.fd, len(chunk)))
+                    offset += len(chunk)
+                set_info(transaction, _basic_times(mtime_ns))
+                if not raw.closed:  # opened above: the transaction only closes it
+                    raw.close(transaction=transaction)
+            return small
 
         chunks = guarded(chunks)
         try:
-            self._call(tmp, write_tmp)
-            # RACE: a change by another client between this check and the rename is
+            small = self._call(tmp, write_tmp)
+            # RACE: a change by another client between the last check and the rename is
             # replaced by ours; SMB2 has no rename conditional on the target's version.
-            check_expected(self, path, expected)
-            self.rename(tmp, path, True)
+            # A small file went in one round trip: checking again would not narrow it.
+            if not small:
+                check_expected(self, path, expected)
+            self._note_own_rename(tmp)
+            st = self._rename(tmp, path, True, stat=True)
         except BaseException as exc:
             try:
                 smbclient.remove(self._p(tmp), **self._kw())
@@ -336,7 +487,20 @@ class SMBStore:
             if isinstance(exc, SourceFailed):
                 raise exc.__cause__ from None
             raise
-        return self.stat(path)
+        return st
+
+    def _note_own_rename(self, tmp: str) -> None:
+        now = time.monotonic()
+        with self._own_renames_lock:
+            if len(self._own_renames) > 1000:  # renames that failed, or reports missed
+                for name, at in list(self._own_renames.items()):
+                    if now - at > 60:
+                        del self._own_renames[name]
+            self._own_renames[tmp] = now
+
+    def _own_rename_reported(self, old_name: str) -> bool:
+        with self._own_renames_lock:
+            return self._own_renames.pop(old_name, None) is not None
 
     # -- namespace ----------------------------------------------------------------------
     def mkdir(self, path: str, mode: int) -> RemoteStat:
@@ -350,15 +514,19 @@ class SMBStore:
         self._call(path, smbclient.remove, self._p(path))
 
     def rename(self, old: str, new: str, replace: bool) -> None:
-        """One compound request (open, rename, close): smbclient's rename opens the
-        target first and the source apart, four round trips in all."""
-        from smbclient._io import SMBFileTransaction, SMBRawIO, set_info
+        self._rename(old, new, replace, stat=False)
+
+    def _rename(self, old: str, new: str, replace: bool, stat: bool) -> RemoteStat | None:
+        """One compound request (open, rename, [query], close): smbclient's rename opens
+        the target first and the source apart, four round trips in all. With `stat`,
+        the renamed file's attributes come back in the same round trip."""
         from smbprotocol.file_info import FileRenameInformation
         from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask
 
         def do(**kw):
-            raw = SMBRawIO(self._p(old), mode="r", share_access="rwd",
-                           desired_access=FilePipePrinterAccessMask.DELETE,
+            access = FilePipePrinterAccessMask.DELETE | (
+                FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES if stat else 0)
+            raw = SMBRawIO(self._p(old), mode="r", share_access="rwd", desired_access=access,
                            create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **kw)
             with SMBFileTransaction(raw) as transaction:
                 info = FileRenameInformation()
@@ -366,8 +534,18 @@ class SMBStore:
                 info["file_name"] = "\\".join(
                     p for p in (self.target.path.replace("/", "\\"), new.replace("/", "\\")) if p)
                 set_info(transaction, info)
+                if stat:
+                    for info_class in _STAT_CLASSES:
+                        transaction += (_query_raw(raw.fd, info_class), _raw_info(raw.fd))
+            if not stat:
+                return None
+            _, net_open, internal = transaction.results
+            (_c, _a, mtime, _ch, _alloc, size, attrs, _r) = _NETWORK_OPEN.unpack_from(net_open)
+            (file_id,) = struct.unpack_from("<Q", internal)
+            return self._from_info(new.rsplit("/", 1)[-1], attrs, size,
+                                   (mtime - _EPOCH_FT) * 100, file_id, new)
 
-        self._call(old, do)
+        return self._call(old, do)
 
     def symlink(self, target: str, path: str) -> RemoteStat:
         raise errors.RemoteError(f"{path}: the SMB server does not store symbolic links",
@@ -393,7 +571,7 @@ class SMBStore:
         """Call on_change(path) for every change reported under the root, until stop
         is set. Runs in a thread of its own; re-arms after each event and re-opens
         after a lost connection."""
-        from smbprotocol.change_notify import (ChangeNotifyFlags, CompletionFilter,
+        from smbprotocol.change_notify import (ChangeNotifyFlags, CompletionFilter, FileAction,
                                                FileSystemWatcher)
 
         filt = (CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME
@@ -414,8 +592,16 @@ class SMBStore:
                                 w.cancel()
                                 on_armed(False)
                                 return
+                        own_rename = False
                         for r in w.result or []:
-                            on_change(r["file_name"].get_value().replace("\\", "/"))
+                            name = r["file_name"].get_value().replace("\\", "/")
+                            action = r["action"].get_value()
+                            if action == FileAction.FILE_ACTION_RENAMED_NEW_NAME and own_rename:
+                                own_rename = False
+                                continue  # our upload's temporary file onto its name
+                            own_rename = (action == FileAction.FILE_ACTION_RENAMED_OLD_NAME
+                                          and self._own_rename_reported(name))
+                            on_change(name)
                         if not w.result:  # overflow: the server lost track, rescan all
                             on_change("")
             except smbexc.SMBException as exc:
