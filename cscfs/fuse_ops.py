@@ -24,6 +24,7 @@ def _translated(method):
 
     @functools.wraps(method)
     async def wrapper(self, *args):
+        self.vfs.requests += 1  # background uploads give way to a busy mount
         try:
             return await method(self, *args)
         except pyfuse3.FUSEError:

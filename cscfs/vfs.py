@@ -61,6 +61,12 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 _UPLOAD_CHUNK = 1 << 20
 _RACY_HASH_MAX = 64 << 20  # larger racy files are trusted to their fingerprint
+# Background uploads give way while applications keep the mount busy (more than
+# _BUSY_RATE requests a second, measured over _LOAD_WINDOW), up to _MAX_DEFER past
+# their due time. A program polling a file now and then is far below the rate.
+_BUSY_RATE = 500
+_LOAD_WINDOW = 0.3
+_MAX_DEFER = 10.0
 
 
 class Invalidator(Protocol):
@@ -149,6 +155,9 @@ class VFS:
         self.remote_busy = 0  # calls to the server under way (the link probe's context)
         self.remote_ok_at = -1e9  # when the last one succeeded (clock())
         self._unsaved: set[int] = set()  # inos whose rows lag behind (see _changed)
+        self._last_upload = self._last_upload_unsaved = None  # "time path", saved in batches
+        self.requests = 0  # file system requests so far (counted by the FUSE adapter)
+        self._load_at, self._load_count, self._busy = -1e9, 0, False
         self._load()
         self._update_mode()
 
@@ -799,7 +808,9 @@ class VFS:
                 self.nodes.pop(node.ino, None)
                 self.content.remove(node.ino)
                 return
-        if node.dirty and not node.writers:
+        # The delay runs from the last writer's close: a reader's close must not push it
+        # on, or a program that keeps opening the file would keep it from the server.
+        if node.dirty and not node.writers and (h.writable or node.ino not in self._due):
             self._schedule(node)
 
     async def setattr(self, ino: int, *, mode: int | None = None, size: int | None = None,
@@ -1083,12 +1094,15 @@ class VFS:
                     await self._wake.wait()
                 self._wake = trio.Event()
                 continue
+            if self._give_way(due[0][0], now):
+                await trio.sleep(_LOAD_WINDOW)
+                continue
             # Several at a time: on a link with latency, one upload is mostly waiting.
             limiter = trio.CapacityLimiter(max(1, self.opts.parallel_uploads))
             async with trio.open_nursery() as uploads:
-                for _, ino in due:
-                    if not self.online:
-                        break
+                for due_at, ino in due:
+                    if not self.online or self._give_way(due_at, self.clock()):
+                        break  # the rest stay due
                     node = self.nodes.get(ino)
                     self._due.pop(ino, None)
                     if node is None or not node.dirty or node.writers or node.unlinked:
@@ -1096,6 +1110,21 @@ class VFS:
                     await limiter.acquire_on_behalf_of(ino)
                     self._uploading.add(ino)
                     uploads.start_soon(self._upload_due, node, limiter)
+
+    def _give_way(self, due_at: float, now: float) -> bool:
+        """Whether a background upload due since `due_at` waits while the mount is
+        busy: uploads take CPU from the applications using the files (a 5,000-file
+        copy ran at 340 files/s with uploads alongside, 850 without). A manual sync
+        is due since 0 and never waits."""
+        if now - due_at >= _MAX_DEFER:
+            return False
+        if now - self._load_at >= _LOAD_WINDOW:
+            # After a while unlooked, the average says nothing of now: measure first.
+            fresh = now - self._load_at < 2 * _LOAD_WINDOW
+            rate = (self.requests - self._load_count) / (now - self._load_at)
+            self._load_at, self._load_count = now, self.requests
+            self._busy = rate > _BUSY_RATE or not fresh
+        return self._busy
 
     async def _upload_due(self, node: Node, limiter: trio.CapacityLimiter) -> None:
         try:
@@ -1196,8 +1225,10 @@ class VFS:
                 node.dirty = False
             else:
                 self._schedule(node)  # changed while uploading: again
-            self.state.save(node)
-            self.state.set_meta("last_upload", f"{time.time():.3f} {path}")
+            # In the next batch: if that is lost in a crash, the next upload finds
+            # the server holding this very content and takes it as its base.
+            self._changed(node)
+            self._last_upload = self._last_upload_unsaved = f"{time.time():.3f} {path}"
             log.info("uploaded %s (%d bytes)", path, st.size)
 
     async def _make_parents(self, path: str) -> None:
@@ -1438,6 +1469,9 @@ class VFS:
     def save_all(self) -> None:
         inos, self._unsaved = self._unsaved, set()
         with self.state.transaction():
+            if self._last_upload_unsaved:
+                self.state.set_meta("last_upload", self._last_upload_unsaved)
+                self._last_upload_unsaved = None
             for ino in inos:
                 node = self.nodes.get(ino)
                 if node is not None and node.unsaved and not node.unlinked:
@@ -1445,7 +1479,7 @@ class VFS:
 
     def status(self) -> dict:
         files = [n for n in self.nodes.values() if n.kind == "file" and not n.unlinked]
-        last = self.state.get_meta("last_upload")
+        last = self._last_upload or self.state.get_meta("last_upload")
         return {
             "server": self.store.url,
             "mode": self.mode,
