@@ -61,6 +61,8 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 _UPLOAD_CHUNK = 1 << 20
 _RACY_HASH_MAX = 64 << 20  # larger racy files are trusted to their fingerprint
+_FIRST_FETCH = 128 << 10  # at least this much on a file's first read
+_PREFETCH_GRACE = 0.05  # s between an open and the background fetch of the rest
 # Background uploads give way while applications keep the mount busy (more than
 # _BUSY_RATE requests a second, measured over _LOAD_WINDOW), up to _MAX_DEFER past
 # their due time. A program polling a file now and then is far below the rate.
@@ -150,6 +152,7 @@ class VFS:
         self._uploading: set[int] = set()  # inos being uploaded now
         self._wake = trio.Event()
         self._prefetch_queue: list[int] = []
+        self._reading: dict[int, int] = {}  # ino: foreground fetches waiting or under way
         self._space_cache: tuple[float, FsSpace] | None = None
         self.watching = False  # the server's change notification is armed
         self.remote_busy = 0  # calls to the server under way (the link probe's context)
@@ -553,7 +556,8 @@ class VFS:
 
     # ------------------------------------------------------------ fetching
     async def _fetch(self, node: Node, start: int, end: int, background: bool = False) -> None:
-        """Make [start, end) of a file present, fetching whole chunks."""
+        """Make [start, end) of a file present, fetching whole chunks (what is missing
+        of them), but on a file's first read only what that read needs."""
         end = min(end, node.size)
         if node.present.covers(start, end):
             return
@@ -561,32 +565,58 @@ class VFS:
             raise errors.Unavailable(f"{self.path_of(node)}: not cached and the mode is "
                                      f"{self.mode} ({self.mode_reason})")
         cs = self.opts.chunk_size
+        wanted_end = end
         start, end = start // cs * cs, min(node.size, -(-end // cs) * cs)
         for pos in range(start, end, cs):
-            want = min(cs, end - pos)
-            if node.present.covers(pos, pos + want):
+            upto = min(pos + cs, end)
+            if node.present.covers(pos, upto):
                 continue
             # The lock is taken per chunk, so that a reader's chunk never waits
-            # behind a whole background fetch of the same file.
-            async with self._file_lock(node):
-                if node.present.covers(pos, pos + want) or node.unlinked:
-                    continue
-                path = self.path_of(node)
-                data = await self._remote(self.store.read, path, pos, want,
-                                          background=background)
-                if len(data) < want:
-                    node.checked_at = -1e9  # shorter than we knew: recheck at next open
-                    raise fs_error(errno.ESTALE, f"{path} changed on the server")
-                fd = node.fd if node.fd >= 0 else self.content.open(node.ino)
-                try:
-                    os.pwrite(fd, data, pos)
-                finally:
-                    if fd != node.fd:
-                        os.close(fd)
-                node.present.add(pos, pos + want)
-                self._changed(node)
+            # behind a whole background fetch of the same file; and the background
+            # lets a waiting reader go first.
+            if background:
+                while self._reading.get(node.ino):
+                    await trio.sleep(0.005)
+            else:
+                self._reading[node.ino] = self._reading.get(node.ino, 0) + 1
+            try:
+                await self._fetch_chunk(node, pos, upto, wanted_end, background)
+            finally:
+                if not background:
+                    self._reading[node.ino] -= 1
+                    if not self._reading[node.ino]:
+                        del self._reading[node.ino]
         if node.racy and node.base_sha is None and not node.dirty and node.complete:
             node.base_sha = self._hash_content(node)  # a young base: keep what it held
+
+    async def _fetch_chunk(self, node: Node, pos: int, upto: int, wanted_end: int,
+                           background: bool) -> None:
+        async with self._file_lock(node):
+            if node.unlinked:
+                return
+            if not background and not node.present.present_bytes():
+                # A file's first read gets just what it asked for (the first byte
+                # sooner: 1 MiB is several round trips at 50 ms); the next read
+                # fetches the rest of the chunk.
+                upto = min(upto, max(wanted_end, pos + _FIRST_FETCH))
+            for gap_start, gap_end in node.present.missing(pos, upto):
+                await self._fetch_range(node, gap_start, gap_end, background)
+
+    async def _fetch_range(self, node: Node, start: int, end: int, background: bool) -> None:
+        path = self.path_of(node)
+        data = await self._remote(self.store.read, path, start, end - start,
+                                  background=background)
+        if len(data) < end - start:
+            node.checked_at = -1e9  # shorter than we knew: recheck at next open
+            raise fs_error(errno.ESTALE, f"{path} changed on the server")
+        fd = node.fd if node.fd >= 0 else self.content.open(node.ino)
+        try:
+            os.pwrite(fd, data, start)
+        finally:
+            if fd != node.fd:
+                os.close(fd)
+        node.present.add(start, end)
+        self._changed(node)
 
     # ------------------------------------------------------------ operations
     async def lookup(self, parent_ino: int, name: str) -> Node:
@@ -1359,6 +1389,8 @@ class VFS:
         node = self.nodes.get(self._prefetch_queue.pop(0))
         if node is None or node.unlinked or node.complete:
             return
+        # The opener's first read comes right after the open: let it fetch first.
+        await trio.sleep(_PREFETCH_GRACE)
         try:
             await self._fetch(node, 0, node.size, background=True)
         except errors.Unavailable:

@@ -45,6 +45,7 @@ _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
 _FORBIDDEN_CHARS = re.compile(r'[\\:*?"<>|\x00-\x1f]')
 _WILDCARDS = re.compile(r'[*?"<>]')  # a name with these cannot be a search pattern
 _COMPOUND_WRITE_MAX = 1 << 20
+_RESTART, _SINGLE = 0x01, 0x02  # [MS-SMB2] 2.2.33 SMB2_RESTART_SCANS, SMB2_RETURN_SINGLE_ENTRY
 
 
 @dataclass(frozen=True)
@@ -143,12 +144,9 @@ def _list_open_dir(open_) -> list:
         flags = 0
 
 
-def _query_one(open_, name: str):
-    """A query of one name in an open directory, its reply parsed by _records_of."""
-    from smbprotocol.open import QueryDirectoryFlags
-    flags = (QueryDirectoryFlags.SMB2_RESTART_SCANS
-             | QueryDirectoryFlags.SMB2_RETURN_SINGLE_ENTRY)
-    return open_.query_directory(name, FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION,
+def _query(open_, pattern: str, flags: int = 0):
+    """A directory query in a compound, its reply parsed by _records_of."""
+    return open_.query_directory(pattern, FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION,
                                  flags=flags, send=False)[0]
 
 
@@ -375,7 +373,7 @@ class SMBStore:
         def lookup(**kw):
             raw = SMBDirectoryIO(self._p(parent), share_access="rwd", **kw)
             with SMBFileTransaction(raw) as transaction:
-                transaction += (_query_one(raw.fd, name), _records_of(raw.fd))
+                transaction += (_query(raw.fd, name, _RESTART | _SINGLE), _records_of(raw.fd))
             return transaction.results[0]
 
         records = self._call(path, lookup)
@@ -385,15 +383,24 @@ class SMBStore:
         return self._from_info(name, attrs, size, mtime_ns, file_id, path)
 
     def scandir(self, path: str) -> list[RemoteStat]:
-        def listing(**kw):
-            out = []
+        def records(**kw) -> list:
+            # Open, query twice and close in one round trip: enough for a folder of up
+            # to ~1,000 entries. A bigger one is listed again the long way.
+            raw = SMBDirectoryIO(self._p(path), share_access="rwd", **kw)
+            with SMBFileTransaction(raw) as transaction:
+                transaction += (_query(raw.fd, "*", _RESTART), _records_of(raw.fd))
+                transaction += (_query(raw.fd, "*"), _records_of(raw.fd))
+            first, more = transaction.results
+            if not more:
+                return first
             with SMBDirectoryIO(self._p(path), share_access="rwd", **kw) as d:
-                for name, attrs, size, mtime_ns, file_id in _list_open_dir(d.fd):
-                    if name in (".", "..") or name.startswith(TEMP_PREFIX):
-                        continue
-                    out.append(self._from_info(name, attrs, size, mtime_ns, file_id,
-                                               f"{path}/{name}" if path else name))
-            return out
+                return _list_open_dir(d.fd)
+
+        def listing(**kw):
+            return [self._from_info(name, attrs, size, mtime_ns, file_id,
+                                    f"{path}/{name}" if path else name)
+                    for name, attrs, size, mtime_ns, file_id in records(**kw)
+                    if name not in (".", "..") and not name.startswith(TEMP_PREFIX)]
 
         return self._call(path, listing)
 
