@@ -152,7 +152,6 @@ class VFS:
         self._uploading: set[int] = set()  # inos being uploaded now
         self._wake = trio.Event()
         self._prefetch_queue: list[int] = []
-        self._reading: dict[int, int] = {}  # ino: foreground fetches waiting or under way
         self._space_cache: tuple[float, FsSpace] | None = None
         self.watching = False  # the server's change notification is armed
         self.remote_busy = 0  # calls to the server under way (the link probe's context)
@@ -572,20 +571,9 @@ class VFS:
             if node.present.covers(pos, upto):
                 continue
             # The lock is taken per chunk, so that a reader's chunk never waits
-            # behind a whole background fetch of the same file; and the background
-            # lets a waiting reader go first.
-            if background:
-                while self._reading.get(node.ino):
-                    await trio.sleep(0.005)
-            else:
-                self._reading[node.ino] = self._reading.get(node.ino, 0) + 1
-            try:
-                await self._fetch_chunk(node, pos, upto, wanted_end, background)
-            finally:
-                if not background:
-                    self._reading[node.ino] -= 1
-                    if not self._reading[node.ino]:
-                        del self._reading[node.ino]
+            # behind a whole background fetch of the same file (trio's lock is fair:
+            # a waiting reader goes before the background's next chunk).
+            await self._fetch_chunk(node, pos, upto, wanted_end, background)
         if node.racy and node.base_sha is None and not node.dirty and node.complete:
             node.base_sha = self._hash_content(node)  # a young base: keep what it held
 
