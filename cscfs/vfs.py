@@ -485,6 +485,9 @@ class VFS:
         for name in set(listed) | set(d.children):
             st = listed.get(name)
             child = self.nodes[d.children[name]] if name in d.children else None
+            if child is None:  # new there, never here: reconcile() says PULL
+                self._node_from_remote(d, st)
+                continue
             base_kind = child.kind if child is not None and child.base is not None else None
             deep = st is None or child is None or st.kind != child.kind
             plan = rc.reconcile(base_kind, self.local_side(child, deep),

@@ -86,7 +86,8 @@ def _row(node: Node) -> tuple:
     b = node.base
     return (node.parent, node.name, node.kind, node.mode, node.size, node.mtime_ns,
             node.ctime_ns, node.target, b and b.size, b and b.mtime_ns, b and b.file_id,
-            int(node.dirty), json.dumps(node.present.spans), node.pinned,
+            int(node.dirty), json.dumps(node.present.spans) if node.present.spans else "[]",
+            node.pinned,
             int(node.listed), node.last_access, node.base_seen_ns, node.base_sha)
 
 
