@@ -488,14 +488,12 @@ class VFS:
             if child is None:  # new there, never here: reconcile() says PULL
                 self._node_from_remote(d, st)
                 continue
-            base_kind = child.kind if child is not None and child.base is not None else None
-            deep = st is None or child is None or st.kind != child.kind
+            base_kind = child.kind if child.base is not None else None
+            deep = st is None or st.kind != child.kind
             plan = rc.reconcile(base_kind, self.local_side(child, deep),
-                                self.remote_side(child and child.base, base_kind, st))
+                                self.remote_side(child.base, base_kind, st))
             if plan.action == rc.PULL:
-                if child is None:
-                    self._node_from_remote(d, st)
-                elif child.kind != st.kind:
+                if child.kind != st.kind:
                     self._drop(child)
                     self._node_from_remote(d, st)
                     self.invalidate.entry(d.ino, name)
@@ -507,11 +505,11 @@ class VFS:
             elif plan.action == rc.DELETE_LOCAL:
                 self._drop(child)
                 self.invalidate.entry(d.ino, name)
-            elif plan.action == rc.NOTHING and child is not None and st is not None:
+            elif plan.action == rc.NOTHING and st is not None:
                 if self.store.stores_modes and child.mode != st.mode and not child.dirty:
                     child.mode = st.mode
                     self.state.save(child)
-            if child is not None and child.kind != "dir" and not child.unlinked:
+            if child.kind != "dir" and not child.unlinked:
                 child.checked_at = self.clock()  # a folder's checked_at dates its listing
 
     def _follow_renames(self, d: Node, listed: dict[str, RemoteStat]) -> None:

@@ -26,6 +26,7 @@ import smbclient
 from smbclient._io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO, set_info
 from smbprotocol import exceptions as smbexc
 from smbprotocol.file_info import FileAttributes, FileInformationClass
+from smbprotocol.open import QueryDirectoryFlags
 from smbprotocol.structure import DateTimeField
 
 from .. import errors
@@ -45,7 +46,6 @@ _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
 _FORBIDDEN_CHARS = re.compile(r'[\\:*?"<>|\x00-\x1f]')
 _WILDCARDS = re.compile(r'[*?"<>]')  # a name with these cannot be a search pattern
 _COMPOUND_WRITE_MAX = 1 << 20
-_RESTART, _SINGLE = 0x01, 0x02  # [MS-SMB2] 2.2.33 SMB2_RESTART_SCANS, SMB2_RETURN_SINGLE_ENTRY
 
 
 @dataclass(frozen=True)
@@ -125,22 +125,16 @@ def _dir_records(buffer: bytes):
 
 def _list_open_dir(open_) -> list:
     """All records of an open directory handle, in as many replies as it takes."""
-    from smbprotocol.open import QueryDirectoryFlags, SMB2QueryDirectoryResponse
-
+    tree = open_.tree_connect
+    receive = _records_of(open_)
     records, flags = [], QueryDirectoryFlags.SMB2_RESTART_SCANS
     while True:
-        query, _ = open_.query_directory(
-            "*", FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION, flags=flags,
-            send=False)
-        tree = open_.tree_connect
-        request = open_.connection.send(query, tree.session.session_id, tree.tree_connect_id)
-        try:
-            response = open_.connection.receive(request)
-        except (smbexc.NoMoreFiles, smbexc.NoSuchFile):
+        request = open_.connection.send(_query(open_, "*", flags), tree.session.session_id,
+                                        tree.tree_connect_id)
+        batch = receive(request)
+        if not batch:
             return records
-        reply = SMB2QueryDirectoryResponse()
-        reply.unpack(response["data"].get_value())
-        records.extend(_dir_records(reply["buffer"].get_value()))
+        records.extend(batch)
         flags = 0
 
 
@@ -191,10 +185,10 @@ def _raw_info(open_) -> Callable:
     return receive
 
 
-def _read_or_eof(open_) -> Callable:
+def _read_or_eof(receive_read: Callable) -> Callable:
     def receive(request) -> bytes:
         try:
-            return open_._read_response(request)
+            return receive_read(request)
         except smbexc.EndOfFile:
             return b""
     return receive
@@ -205,9 +199,9 @@ def _check_written(count: int, want: int) -> None:
         raise errors.RemoteError(f"the server wrote {count} of {want} bytes", err=errno.EIO)
 
 
-def _written(open_, want: int) -> Callable:
+def _written(receive_write: Callable, want: int) -> Callable:
     def receive(request) -> int:
-        count = open_._write_response(request)
+        count = receive_write(request)
         _check_written(count, want)
         return count
     return receive
@@ -373,7 +367,9 @@ class SMBStore:
         def lookup(**kw):
             raw = SMBDirectoryIO(self._p(parent), share_access="rwd", **kw)
             with SMBFileTransaction(raw) as transaction:
-                transaction += (_query(raw.fd, name, _RESTART | _SINGLE), _records_of(raw.fd))
+                flags = (QueryDirectoryFlags.SMB2_RESTART_SCANS
+                         | QueryDirectoryFlags.SMB2_RETURN_SINGLE_ENTRY)
+                transaction += (_query(raw.fd, name, flags), _records_of(raw.fd))
             return transaction.results[0]
 
         records = self._call(path, lookup)
@@ -388,7 +384,8 @@ class SMBStore:
             # to ~1,000 entries. A bigger one is listed again the long way.
             raw = SMBDirectoryIO(self._p(path), share_access="rwd", **kw)
             with SMBFileTransaction(raw) as transaction:
-                transaction += (_query(raw.fd, "*", _RESTART), _records_of(raw.fd))
+                restart = QueryDirectoryFlags.SMB2_RESTART_SCANS
+                transaction += (_query(raw.fd, "*", restart), _records_of(raw.fd))
                 transaction += (_query(raw.fd, "*"), _records_of(raw.fd))
             first, more = transaction.results
             if not more:
@@ -415,9 +412,9 @@ class SMBStore:
             parts, done = [], 0
             while done < length:
                 want = min(length - done, raw.fd.connection.max_read_size)
+                request, receive = raw.fd.read(offset + done, want, send=False)
                 with SMBFileTransaction(raw) as transaction:
-                    transaction += (*raw.fd.read(offset + done, want, send=False)[:1],
-                                    _read_or_eof(raw.fd))
+                    transaction += (request, _read_or_eof(receive))
                 buf = transaction.results[0]
                 if not buf:
                     break
@@ -468,8 +465,8 @@ class SMBStore:
                 head = []
             with SMBFileTransaction(raw) as transaction:
                 for chunk in head:
-                    request = raw.fd.write(bytes(chunk), offset, send=False)[0]
-                    transaction += (request, _written(raw.fd, len(chunk)))
+                    request, receive = raw.fd.write(bytes(chunk), offset, send=False)
+                    transaction += (request, _written(receive, len(chunk)))
                     offset += len(chunk)
                 set_info(transaction, _basic_times(mtime_ns))
                 if not raw.closed:  # opened above: the transaction only closes it
