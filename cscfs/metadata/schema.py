@@ -2,11 +2,126 @@
 
 Versioned with PRAGMA user_version; MIGRATIONS[n] takes a database from version n
 to n+1 inside one transaction. Add a step, never edit one that has shipped.
+
+The comments inside each step describe the schema as that step left it; CURRENT
+below describes it as it is now (tests/test_schema.py checks it names every column).
 """
 
 from __future__ import annotations
 
 import sqlite3
+
+# The schema as of the latest version, column by column. Keep it in step with the
+# migrations: a section per table ("table NAME"), a line per column starting with
+# its name; tests/test_schema.py compares them with a fresh database.
+CURRENT = """\
+Schema version 4. Times: *_ns are nanoseconds since the Unix epoch, REAL times are
+Unix seconds. A fingerprint is (size, mtime_ns, file_id) as the server reports them.
+
+table items -- one row per name we know: on the server, created here, or both
+  ino            INTEGER PK  our inode number, stable across restarts, never reused
+                             (AUTOINCREMENT); 1 is the root
+  parent         INTEGER     ino of the containing directory; 0 for the root
+  name           TEXT        name in the parent as on the server; '' for the root;
+                             UNIQUE (parent, name)
+  kind           TEXT        'file', 'dir' or 'symlink'
+  mode           INTEGER     permission bits (07777), no file-type bits
+  size           INTEGER     bytes; for a dirty item after a crash the content file is
+                             the authority and recovery copies its size here
+  mtime_ns       INTEGER     modification time shown to applications (ns)
+  ctime_ns       INTEGER     last change of this row's attributes, local clock (ns)
+  target         TEXT        symlink target; NULL for files and directories
+  base_size      INTEGER     the server fingerprint at the last sync: size in bytes,
+  base_mtime_ns  INTEGER       mtime (ns),
+  base_file_id   INTEGER       and the server's file id (inode / SMB file id);
+                             all three NULL: never on the server (created here)
+  dirty          INTEGER     1: content or attributes changed here, not yet uploaded
+                             (never dropped or refetched); 0: in step with the base
+  present        TEXT        JSON [[start, end], ...]: sorted, disjoint, half-open byte
+                             ranges of the content file that hold data; [] none;
+                             [[0, size]] fully cached
+  pinned         INTEGER     1 pinned (keep fully cached, never evict), -1 unpinned
+                             (cached on demand), 0 as its folder; the root starts at 1
+                             (v3), so a whole mount is available offline by default
+  listed         INTEGER     directories: 1 once the children were listed from the
+                             server (the listing is complete); 0 otherwise
+  last_access    INTEGER     milliseconds since the epoch of the last open, for the
+                             cache quota's LRU order (seconds before v4); 0: never
+  base_seen_ns   INTEGER     our clock (ns) when the base was recorded; 0: unknown or
+                             no base. Within RACY_NS of base_mtime_ns the base is "racy"
+  base_sha256    TEXT        hex SHA-256 of the base's content, kept for racy bases;
+                             NULL otherwise
+
+table conflicts -- conflicts found while syncing; a row stays after it is resolved
+  id               INTEGER PK
+  path             TEXT      the item's path when found, from the share root
+  kind             TEXT      local/remote: 'update/update', 'update/delete' (changed
+                             here, deleted there), 'delete/update', 'create/create',
+                             'file/dir' (a file on one side, a folder on the other),
+                             'rename/delete' (renamed here, gone there: copy_path is
+                             the new name), 'replay-failed/<op>' (an offline change
+                             the server refused for good; <op> a journal op)
+  local_size       INTEGER   our version: size and mtime (ns); NULL when we deleted
+  local_mtime_ns   INTEGER     it or the kind records none
+  remote_size      INTEGER   the server's fingerprint then; NULL when it was deleted
+  remote_mtime_ns  INTEGER     there or is not known
+  remote_file_id   INTEGER
+  base_size        INTEGER   the fingerprint both versions started from; NULL: none
+  base_mtime_ns    INTEGER
+  base_file_id     INTEGER
+  copy_path        TEXT      where the other version was kept (ours, under a conflict
+                             name), from the share root; NULL: no copy
+  detected_at      REAL      Unix seconds
+  resolved_at      REAL      Unix seconds; NULL while open
+  resolution       TEXT      NULL while open, then 'local', 'server' or 'both': the
+                             version kept ('latest' is stored as the side it chose)
+
+table meta -- small facts about this cache, as text
+  key            TEXT PK     one of the keys below
+  value          TEXT        see below
+
+  meta keys:
+  server         the server URL this cache belongs to; a data dir refuses another
+  work_offline   '1' after `cscfs offline` (kept across restarts), '0' after
+                 `cscfs online`; absent: never set
+  last_upload    "<Unix seconds, 3 decimals> <path>" of the latest upload
+  last_sync_at   repr() of the Unix seconds of the last successful sync (manual:
+                 when it ended; background: when it started); absent: none yet
+  next_sync_at   repr() of the Unix seconds the next background sync is due
+  usage_state    JSON of the data-plan meter: {"cycle": ISO date the billing cycle
+                 began, "used": bytes this cycle, "last": {interface: counter}}
+
+table journal -- namespace changes made while not online, replayed in order on
+                 return (content changes are not here: dirty items upload after)
+  seq              INTEGER PK  replay order (AUTOINCREMENT)
+  op               TEXT      'mkdir', 'rmdir', 'unlink', 'rename', 'symlink', 'setattr'
+  ino              INTEGER   the item changed (its row may be gone: unlink, rmdir)
+  kind             TEXT      its kind then: 'file', 'dir' or 'symlink'
+  path             TEXT      its server path when changed (rename: the old one)
+  new_path         TEXT      rename: the new path; NULL otherwise
+  base_size        INTEGER   the server fingerprint the change was made to,
+  base_mtime_ns    INTEGER     re-checked at replay (a different version there makes
+  base_file_id     INTEGER     a conflict, never a loss); NULL: none
+  target_size      INTEGER   rename over an existing server file: the fingerprint it
+  target_mtime_ns  INTEGER     replaced; NULL: the name was free here
+  target_file_id   INTEGER
+  mode             INTEGER   mkdir, setattr: permission bits; NULL: unchanged
+  mtime_ns         INTEGER   setattr: new mtime (ns); NULL: unchanged
+  link_target      TEXT      symlink: its target; NULL otherwise
+  at               REAL      Unix seconds when made
+
+table events -- what happened, for `cscfs events`
+  id             INTEGER PK
+  at             REAL        Unix seconds
+  kind           TEXT        'mode' (a mode change), 'sync' (a sync ran, finished,
+                             failed or was skipped), 'quota' (the cache quota cannot
+                             be met)
+  mode           TEXT        kind 'mode': the mode entered ('online', 'slow-link',
+                             'offline', 'work-offline', 'always-offline'); else NULL
+  reason         TEXT        why or what: 'median RTT 52 ms > 35 ms', 'unreachable:
+                             ...', 'user: cscfs offline', 'manual sync finished: ...'
+  rtt_ms         REAL        median round-trip time then (ms); NULL: not known
+"""
 
 SCHEMA_V1 = """
 -- One row per name we know: on the server, created here, or both.
@@ -129,6 +244,18 @@ MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
 LATEST = len(MIGRATIONS)
 
 
+def apply_step(db: sqlite3.Connection, version: int) -> None:
+    """Take `db` from `version` to version + 1 in one transaction: a failure or a
+    crash leaves it at `version`."""
+    try:
+        db.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[version]}\n"
+                         f"PRAGMA user_version = {version + 1};\nCOMMIT;")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 def migrate(db: sqlite3.Connection) -> int:
     """Bring `db` to the latest version; returns the version it had."""
     found = db.execute("PRAGMA user_version").fetchone()[0]
@@ -138,12 +265,5 @@ def migrate(db: sqlite3.Connection) -> int:
         raise UserError(f"state database has schema version {found}, newer than this "
                         f"cscfs understands ({LATEST}): upgrade cscfs")
     for version in range(found, LATEST):
-        # One transaction per step: a crash leaves the database at n or n+1.
-        try:
-            db.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[version]}\n"
-                             f"PRAGMA user_version = {version + 1};\nCOMMIT;")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        apply_step(db, version)
     return found
