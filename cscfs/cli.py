@@ -1,7 +1,12 @@
 """The `cscfs` command. main(argv) -> exit code, so tests call it in-process.
 
-Exit codes: 0 ok; 1 a fault was found (check) or an operation failed; 2 bad input
-(usage, config, arguments the daemon refused).
+Commands other than mount and demo ask the mount's daemon over its control socket;
+an error it answers comes back with its exit code. Errors are one line on stderr.
+
+Exit codes: 0 ok; 1 a fault was found (check), an operation failed, the server is
+unreachable (sync) or the daemon failed or stopped answering; 2 bad input (usage,
+config, arguments the daemon refused, no daemon at that mount point); 3 sync
+finished but conflicts are open.
 """
 
 from __future__ import annotations
@@ -101,7 +106,7 @@ def unmount(mountpoint, force):
     mp = os.path.abspath(os.path.expanduser(mountpoint))
     try:
         answer = _ask(mp, {"cmd": "unmount", "force": force}, timeout=None)
-    except UserError:
+    except CscfsError:  # no daemon, or it died meanwhile: maybe a stale mount is left
         if clear_stale_mount(mp):
             click.echo(f"removed the stale mount at {mp} (its daemon had stopped)")
             return 0
