@@ -15,38 +15,42 @@ import time
 
 import trio
 
+from sync import ports
 from sync.scheduler import BLACKOUT, WAIT, Schedule
+from sync.vocabulary import EVENT_SYNC, META_LAST_SYNC, META_NEXT_SYNC
 
-from . import errors, modes
-from .syncer import manual_sync
+from . import modes
 
 log = logging.getLogger("cscfs.background")
 
 
 class BackgroundSync:
-    def __init__(self, vfs, monitor, clock=time.time, draw=random.random):
-        self.vfs, self.monitor, self.clock, self.draw = vfs, monitor, clock, draw
-        o = vfs.opts
+    """`link` the LinkKeeper, `records` events and meta, `engine` the SyncEngine."""
+
+    def __init__(self, link, records, engine, options, clock=time.time, draw=random.random):
+        self.link, self.records, self.engine = link, records, engine
+        self.opts, self.clock, self.draw = options, clock, draw
+        o = options
         self.schedule = Schedule(o.sync_interval_min, o.sync_variance_min,
                                  o.sync_blackout_start, o.sync_blackout_minutes,
                                  o.sync_max_gap_min)
 
     def _meta(self, key: str) -> float:
-        return float(self.vfs.state.get_meta(key, "0"))
+        return float(self.records.get_meta(key, "0"))
 
     def _plan_next(self, after: float) -> float:
         due = self.schedule.next_run(after, self.draw())
-        self.vfs.state.set_meta("next_sync_at", repr(due))
+        self.records.set_meta(META_NEXT_SYNC, repr(due))
         return due
 
     async def run(self) -> None:
         while True:
             now = self.clock()
-            due = self._meta("next_sync_at")
+            due = self._meta(META_NEXT_SYNC)
             longest = 60.0 * (self.schedule.interval_min + self.schedule.variance_min)
             if not due or due > now + longest:  # none yet, or planned under a longer interval
                 due = self._plan_next(now)
-            last = self._meta("last_sync_at")
+            last = self._meta(META_LAST_SYNC)
             decision = self.schedule.decide(now, due, last, time.localtime(now).tm_gmtoff)
             if decision == WAIT:
                 await trio.sleep(min(due - now, 30.0))  # re-read: the user may sync meanwhile
@@ -58,25 +62,25 @@ class BackgroundSync:
             self._plan_next(now)
 
     def _skip(self, why: str) -> None:
-        self.vfs.state.add_event("sync", f"skipped: {why}")
+        self.records.add_event(EVENT_SYNC, f"skipped: {why}")
         log.info("background sync skipped: %s", why)
 
     async def run_once(self, now: float) -> None:
-        vfs = self.vfs
-        if vfs.cost_limited:
-            return self._skip(f"cost ({vfs.cost.describe()})")
-        if vfs.mode == modes.ONLINE:
+        link = self.link
+        if link.cost_limited:
+            return self._skip(f"cost ({link.cost.describe()})")
+        if link.mode == modes.ONLINE:
             return  # changes already write back continuously
-        if vfs.mode == modes.OFFLINE:
+        if link.mode == modes.OFFLINE:
             return self._skip("server unavailable")
-        if vfs.mode == modes.WORK_OFFLINE and not vfs.opts.sync_when_work_offline:
+        if link.mode == modes.WORK_OFFLINE and not self.opts.sync_when_work_offline:
             return self._skip("work offline")
-        vfs.state.add_event("sync", "background sync started")
+        self.records.add_event(EVENT_SYNC, "background sync started")
         try:
-            async for progress in manual_sync(vfs, self.monitor, [], label="background"):
+            async for _ in self.engine.manual_sync([], label="background"):
                 pass
-        except errors.CscfsError as exc:
-            vfs.state.add_event("sync", f"background sync failed: {exc}")
+        except (ports.RemoteError, ports.SyncFailed, OSError) as exc:
+            self.records.add_event(EVENT_SYNC, f"background sync failed: {exc}")
             log.warning("background sync failed: %s", exc)
             return
-        vfs.state.set_meta("last_sync_at", repr(now))
+        self.records.set_meta(META_LAST_SYNC, repr(now))

@@ -143,6 +143,7 @@ def status(mountpoint, as_json):
         ("cached", f"{s['cached_items']} files, {_size(s['cached_bytes'])}" +
                    (f" of {_size(s['cache_quota_bytes'])} allowed"
                     if s.get("cache_quota_bytes") else "")),
+        ("available offline", _offline_line(s.get("available_offline"))),
         ("last upload", f"{_when(last['at'])} {last['path']}" if last else "none yet"),
         ("last sync", _when(s["last_sync"]) if s["last_sync"] else "none yet"),
         ("next sync", (_when(s["next_background_sync"]) + " (background, when not online)")
@@ -317,6 +318,18 @@ def _pin(paths, cmd) -> int:
         click.echo(f"{cmd}ned {len(rels)} paths in {mp}" +
                    (f"; fetching {answer['queued']} files" if answer["queued"] else ""))
     return 0
+
+
+def _offline_line(p: dict | None) -> str:
+    """How much of the pinned set is available offline, and what the filler does."""
+    if not p:
+        return "unknown"
+    line = (f"{p['files_done']} of {p['files_total']} pinned files, "
+            f"{_size(p['bytes_done'])} of {_size(p['bytes_total'])}")
+    doing = p["activity"] + (f"; waiting: {p['waiting_for']}" if p["waiting_for"] else "")
+    if p["over_quota"]:
+        doing += "; the pinned files do not all fit the cache quota"
+    return f"{line} ({doing})"
 
 
 def _when(at: float) -> str:

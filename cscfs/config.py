@@ -80,6 +80,15 @@ class Options:
         "25%", "most the cache may hold: bytes, or a percentage of the data dir's file "
                "system; only clean, unpinned content is evicted")
     quota_interval: float = _opt(5.0, "seconds between cache quota checks")
+    offline_by_default: bool = _opt(
+        True, "a new cache makes the whole mount available offline (pinned) until `cscfs "
+              "unpin` says otherwise; false: only what `cscfs pin` names is filled, the "
+              "rest is cached on demand")
+    parallel_fetches: int = _opt(
+        4, "pinned files fetched at the same time while filling what is available offline")
+    rescan_interval: float = _opt(
+        300.0, "seconds between rescans of every pinned folder for changes on the server "
+               "(change notification reports most of them sooner)")
     probe: str = _opt(
         "", "HOST:PORT to probe for a folder server (an NFS or CIFS mount's server)")
     encrypt: bool = _opt(

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 import trio
 
-from . import control, errors, syncer
+from sync.vocabulary import META_SERVER
+
+from . import commands, control, errors
 from .cache import ContentStore
 from .check import check
 from .config import Options, default_data_dir, socket_path
 from .credentials import ENV_PASSWORD
-from .background import BackgroundSync
-from .linkmon import LinkMonitor
-from .quota import Quota
 from .errors import UserError
 from .metadata import State
 from .remote import RemoteStore, open_store
@@ -215,52 +214,51 @@ def setup_logging(data_dir: str, foreground: bool) -> None:
 
 class Daemon:
     def __init__(self, plan: MountPlan, options: Options):
+        from .client import Client
         from .fuse_ops import FuseInvalidator, FuseOperations
-        from .vfs import VFS
 
         self.plan = plan
         self.lock_fd = _lock_data_dir(plan.data_dir)
         self.state = State(os.path.join(plan.data_dir, "state.db"))
-        self.state.set_meta("server", plan.store.url)
+        self.state.set_meta(META_SERVER, plan.store.url)
         self.content = ContentStore(os.path.join(plan.data_dir, "content"))
-        self.vfs = VFS(plan.store, self.state, self.content, options, FuseInvalidator())
-        self.ops = FuseOperations(self.vfs)
-        self.monitor = LinkMonitor(self.vfs, parse_probe(options.probe))
-        self.quota = Quota(self.vfs, plan.data_dir)
-        self.vfs.quota = self.quota
+        self.client = Client(plan.store, self.state, self.content, options, plan.data_dir,
+                             FuseInvalidator(), parse_probe(options.probe))
+        self.ops = FuseOperations(self.client.vfs)
         self.socket_path = socket_path(plan.mountpoint)
         self.started = time.time()
 
     async def handle(self, request: dict) -> dict:
         cmd = request.get("cmd")
+        client = self.client
         if cmd == "status":
-            out = self.vfs.status()
+            out = client.status()
             out.update(mountpoint=self.plan.mountpoint, data_dir=self.plan.data_dir,
                        pid=os.getpid(), started=self.started)
             return out
         if cmd == "check":
-            self.vfs.save_all()
-            return {"faults": check(self.state, self.content, self.vfs.open_unlinked())}
+            client.save_all()
+            return {"faults": check(self.state, self.content, client.table.open_unlinked())}
         if cmd == "sync":
-            return {"_stream": syncer.manual_sync(self.vfs, self.monitor, request.get("paths", []))}
+            return {"_stream": commands.sync(client, request.get("paths", []))}
         if cmd == "conflicts":
             return {"conflicts": self.state.open_conflicts()}
         if cmd == "resolve":
-            return await syncer.resolve(self.vfs, request["path"], request["keep"])
+            return await commands.resolve(client, request["path"], request["keep"])
         if cmd in ("pin", "unpin"):
-            return {"queued": await syncer.set_pinned(self.vfs, request["paths"], cmd == "pin")}
+            return {"queued": await commands.set_pinned(client, request["paths"], cmd == "pin")}
         if cmd in ("offline", "online"):
-            self.vfs.set_work_offline(cmd == "offline")
-            return {"mode": self.vfs.mode, "reason": self.vfs.mode_reason}
+            client.link.set_work_offline(cmd == "offline")
+            return {"mode": client.link.mode, "reason": client.link.reason}
         if cmd == "events":
             return {"events": self.state.events(int(request.get("limit", 200)))}
         if cmd == "unmount":
             from . import fuse_ops
 
-            before = self.vfs.pending_uploads
+            before = client.pending_uploads
             remaining = before
             if not request.get("force"):
-                remaining = await self.vfs.flush_uploads(math.inf)
+                remaining = await client.flush_uploads(math.inf)
             return {"pending_before": before, "uploaded": before - remaining,
                     "pending": remaining, "_after": fuse_ops.terminate}
         raise UserError(f"unknown request {cmd!r}")
@@ -269,23 +267,18 @@ class Daemon:
         from . import fuse_ops
 
         if not self.plan.server_reachable:  # found so while planning: start offline
-            self.vfs.link_observed(None, "unreachable when mounted")
+            self.client.link.observed(None, "unreachable when mounted")
         fuse_ops.mount(self.ops, self.plan.mountpoint)
+        await self.client.list_root()  # before ready; the kernel's requests wait meanwhile
         sock = control.bind(self.socket_path)
         log.info("mounted %s at %s (data dir %s, %s)", self.plan.store.url,
                  self.plan.mountpoint, self.plan.data_dir,
-                 f"{self.vfs.mode}: {self.vfs.mode_reason}")
+                 f"{self.client.link.mode}: {self.client.link.reason}")
         if ready_fd is not None:
             os.write(ready_fd, b"ok\n")
             os.close(ready_fd)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.vfs.run_writeback)
-            nursery.start_soon(self.monitor.run)
-            nursery.start_soon(self.monitor.run_cost)
-            nursery.start_soon(self.quota.run)
-            nursery.start_soon(BackgroundSync(self.vfs, self.monitor).run)
-            nursery.start_soon(self.vfs.run_watch)
-            nursery.start_soon(self.vfs.run_saver)
+            await nursery.start(self.client.run)
             nursery.start_soon(control.serve, sock, self.handle)
             nursery.start_soon(self._signals)
             await fuse_ops.serve()
@@ -299,7 +292,7 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
             async for sig in sigs:
                 log.info("signal %d: unmounting; %d changed files upload at the next mount",
-                         sig, self.vfs.pending_uploads)
+                         sig, self.client.pending_uploads)
                 fuse_ops.terminate()
                 return
 
@@ -308,9 +301,9 @@ class Daemon:
 
         try:
             fuse_ops.close(unmount=True)
-        except Exception:  # not mounted: nothing to undo
-            pass
-        self.vfs.close()
+        except Exception as exc:  # not mounted: nothing to undo
+            log.debug("nothing to unmount: %s", exc)
+        self.client.close()
         self.state.close()
         try:
             os.unlink(self.socket_path)
@@ -343,7 +336,7 @@ def run_foreground(plan: MountPlan, options: Options, ready_fd: int | None) -> i
                 os.write(ready_fd, f"error: {exc}\n".encode())
             except OSError:
                 pass
-        raise UserError(f"mount failed: {exc}") from None
+        raise errors.CscfsError(f"mount failed: {exc}") from None
     finally:
         daemon.close()
         if profiler is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 
+from sync import ports
+
 
 class CscfsError(Exception):
     """Base of all our errors."""
@@ -16,10 +18,13 @@ class CscfsError(Exception):
     errno: int = errno.EIO
     exit_code: int = 1
 
-    def __init__(self, message: str = "", *, err: int | None = None):
+    def __init__(self, message: str = "", *, err: int | None = None,
+                 exit_code: int | None = None):
         super().__init__(message or self.__class__.__doc__ or self.__class__.__name__)
         if err is not None:
             self.errno = err
+        if exit_code is not None:  # e.g. an error the daemon answered, with its code
+            self.exit_code = exit_code
 
 
 class UserError(CscfsError):
@@ -28,17 +33,19 @@ class UserError(CscfsError):
     exit_code = 2
 
 
-class RemoteError(CscfsError):
+# The remote failures are the sync engine's vocabulary too (sync/ports.py): each class
+# here is also its port class, so the engine catches what a store raises.
+class RemoteError(CscfsError, ports.RemoteError):
     """A remote store failed permanently (retrying will not help)."""
 
 
-class NotFound(RemoteError):
+class NotFound(RemoteError, ports.NotFound):
     """no such file or directory on the server"""
 
     errno = errno.ENOENT
 
 
-class AlreadyExists(RemoteError):
+class AlreadyExists(RemoteError, ports.AlreadyExists):
     """the name already exists on the server"""
 
     errno = errno.EEXIST
@@ -50,7 +57,7 @@ class PermissionDenied(RemoteError):
     errno = errno.EACCES
 
 
-class NotEmpty(RemoteError):
+class NotEmpty(RemoteError, ports.NotEmpty):
     """the server directory is not empty"""
 
     errno = errno.ENOTEMPTY
@@ -62,7 +69,7 @@ class InvalidName(RemoteError):
     errno = errno.EINVAL
 
 
-class Unavailable(RemoteError):
+class Unavailable(RemoteError, ports.Unavailable):
     """the server is unreachable (temporary: it means offline, not failure)"""
 
     # "Host is down": the one errno users see when something needs the server
@@ -70,7 +77,7 @@ class Unavailable(RemoteError):
     errno = errno.EHOSTDOWN
 
 
-class Changed(RemoteError):
+class Changed(RemoteError, ports.Changed):
     """the server's copy no longer has the fingerprint we expected"""
 
     errno = errno.EAGAIN

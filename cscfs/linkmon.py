@@ -1,4 +1,4 @@
-"""The link monitor: probes the server and feeds the VFS's link policy.
+"""The link monitor: probes the server and feeds the link keeper's policy.
 
 - While reachable: a probe every `probe_online_interval` (1 s) when the store can
   echo over its live session (SMB2 ECHO: one small round trip, no new connection), so
@@ -15,16 +15,22 @@ import trio
 
 from netprobe import ProbeFailed, tcp_connect_ms
 
+from sync.vocabulary import META_USAGE
+
 from . import errors
+from .gateway import RemoteGateway
+from .link import LinkKeeper
+from .metadata import State
 
 MAX_BACKOFF = 120.0
 
 
 class LinkMonitor:
-    def __init__(self, vfs, probe_target: tuple[str, int] | None = None):
-        self.vfs = vfs
-        self.store = vfs.store
-        self.opts = vfs.opts
+    def __init__(self, link: LinkKeeper, gateway: RemoteGateway, state: State,
+                 probe_target: tuple[str, int] | None = None):
+        self.link, self.gateway, self.state = link, gateway, state
+        self.store = gateway.store
+        self.opts = gateway.opts
         self.target = probe_target
         self.echoes = hasattr(self.store, "echo") and probe_target is None
         self.interval = self.opts.probe_online_interval if self.echoes else max(
@@ -32,25 +38,25 @@ class LinkMonitor:
 
     async def probe_once(self, reconnect: bool) -> None:
         timeout = self.opts.probe_timeout
-        vfs = self.vfs
-        started, busy = vfs.clock(), vfs.remote_busy
+        gateway, link = self.gateway, self.link
+        started, busy = gateway.clock(), gateway.busy
         try:
             # Reconnecting may take a session setup on top of the round trip.
             with trio.fail_after(timeout * (3 if reconnect else 1)):
                 rtt = await trio.to_thread.run_sync(self._measure, reconnect, timeout,
                                                     abandon_on_cancel=True)
         except (trio.TooSlowError, ProbeFailed, errors.CscfsError) as exc:
-            if vfs.remote_ok_at > started:
+            if gateway.ok_at > started:
                 return  # our transfers crowd the echo out, yet the link carries them
             reason = f"no answer within {timeout:g} s" if isinstance(
                 exc, trio.TooSlowError) else str(exc)
-            vfs.link_observed(None, reason)
+            link.observed(None, reason)
         else:
-            if (busy or vfs.remote_busy) and vfs.reachable:
+            if (busy or gateway.busy) and link.reachable:
                 # Queued behind our own reads and uploads: that measures our load, not
                 # the distance to the server (a big copy must not make the link "slow").
                 return
-            vfs.link_observed(rtt)
+            link.observed(rtt)
 
     def _measure(self, reconnect: bool, timeout: float) -> float:
         if self.target is not None:
@@ -79,16 +85,16 @@ class LinkMonitor:
         interfaces = [i.strip() for i in o.usage_interfaces.split(",") if i.strip()]
         while True:
             cost = await trio.to_thread.run_sync(read_cost, abandon_on_cancel=True)
-            state = json.loads(self.vfs.state.get_meta("usage_state", "{}"))
-            state = meter.update(state, read_counters(interfaces), datetime.date.today())
-            self.vfs.state.set_meta("usage_state", json.dumps(state))
-            self.vfs.cost_observed(dataclasses.replace(cost, usage=meter.level(state)))
+            usage = json.loads(self.state.get_meta(META_USAGE, "{}"))
+            usage = meter.update(usage, read_counters(interfaces), datetime.date.today())
+            self.state.set_meta(META_USAGE, json.dumps(usage))
+            self.link.cost_observed(dataclasses.replace(cost, usage=meter.level(usage)))
             await trio.sleep(o.cost_probe_interval)
 
     async def run(self) -> None:
         backoff = self.opts.probe_interval
         while True:
-            if self.vfs.reachable:
+            if self.link.reachable:
                 await trio.sleep(self.interval)
                 await self.probe_once(reconnect=False)
                 backoff = self.opts.probe_interval

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import trio
 
+from sync.vocabulary import EVENT_QUOTA
+
+from .config import Options
 from .errors import UserError
-from .syncer import pinned
+from .inodes import InodeTable
 
 log = logging.getLogger("cscfs.quota")
 
@@ -32,38 +36,52 @@ def quota_bytes(spec: str, data_dir: str) -> int:
 
 
 class Quota:
-    def __init__(self, vfs, data_dir: str):
-        self.vfs = vfs
-        self.limit = quota_bytes(vfs.opts.cache_quota, data_dir)
+    def __init__(self, table: InodeTable, options: Options, data_dir: str):
+        self.table, self.opts = table, options
+        self.limit = quota_bytes(options.cache_quota, data_dir)
         self.warned = False
+        self._reserved, self._reserved_at = 0, -1e9  # room() bookkeeping
 
     def used(self) -> int:
-        return sum(n.present.present_bytes() for n in self.vfs.nodes.values()
+        return sum(n.cached_bytes for n in self.table.nodes.values()
                    if n.kind == "file" and not n.unlinked)
+
+    def room(self, size: int) -> bool:
+        """Whether `size` more bytes fit under the limit; if so they are counted as
+        taken (the filler asks before each file). The count is taken afresh at most
+        once a second: summing every item per file would cost O(n^2)."""
+        now = time.monotonic()
+        if now - self._reserved_at > 1.0:
+            self._reserved, self._reserved_at = self.used(), now
+        if self._reserved + size > self.limit:
+            return False
+        self._reserved += size
+        return True
 
     def enforce(self) -> int:
         """Evict until under the limit; returns the bytes freed."""
-        vfs, used = self.vfs, self.used()
+        table, used = self.table, self.used()
         if used <= self.limit:
             self.warned = False
             return 0
         freed = 0
         candidates = sorted(
-            (n for n in vfs.nodes.values()
+            (n for n in table.nodes.values()
              if n.kind == "file" and not n.unlinked and not n.dirty and not n.opens
-             and n.present.spans and not pinned(vfs, n)),
+             and n.present.spans and not table.pinned(n)),
             key=lambda n: n.last_access)
         for node in candidates:
             if used - freed <= self.limit:
                 break
             freed += node.present.present_bytes()
             node.present.clear()
-            vfs.content.remove(node.ino)
-            vfs.state.save(node)
+            node.epoch += 1  # a background fetch under way must not store its bytes
+            table.content.remove(node.ino)
+            table.state.save(node)
         if used - freed > self.limit and not self.warned:
             self.warned = True
-            vfs.state.add_event("quota", f"cache quota of {self.limit} bytes cannot be met: "
-                                         f"{used - freed} bytes are dirty or pinned")
+            table.state.add_event(EVENT_QUOTA, f"cache quota of {self.limit} bytes cannot be "
+                                               f"met: {used - freed} bytes are dirty or pinned")
             log.warning("cache quota cannot be met: the rest is dirty or pinned")
         if freed:
             log.info("evicted %d bytes of clean, unpinned content", freed)
@@ -72,4 +90,4 @@ class Quota:
     async def run(self) -> None:
         while True:
             self.enforce()
-            await trio.sleep(self.vfs.opts.quota_interval)
+            await trio.sleep(self.opts.quota_interval)

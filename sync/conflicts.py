@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Iterator
 
 _CONFLICT_SUFFIX = re.compile(r" \(conflict [^()]* \d{4}-\d\d-\d\d \d{6}(?: \d+)?\)$")
+MAX_TRIES = 99
 
 
 def conflict_name(name: str, host: str, when: float, n: int = 1) -> str:
@@ -20,3 +22,11 @@ def conflict_name(name: str, host: str, when: float, n: int = 1) -> str:
     if n > 1:
         stamp += f" {n}"
     return f"{stem} (conflict {host} {stamp}){'.' + ext if ext else ''}"
+
+
+def conflict_names(name: str, host: str, when: float) -> Iterator[str]:
+    """Candidate names for a conflict copy, in the order to try them: the caller
+    takes the first that is free here and on the server (the server says so by
+    refusing a taken one)."""
+    for n in range(1, MAX_TRIES + 1):
+        yield conflict_name(name, host, when, n)

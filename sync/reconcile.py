@@ -18,6 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Conflict kinds, named local/remote (defined with the other stored words)
+from .vocabulary import (CREATE_CREATE, DELETE_UPDATE, FILE_DIR,  # noqa: F401
+                         UPDATE_DELETE, UPDATE_UPDATE)
+
 UNCHANGED, MODIFIED, DELETED, CREATED, ABSENT = (
     "unchanged", "modified", "deleted", "created", "absent")
 
@@ -31,12 +35,6 @@ FORGET = "forget"            # gone on both sides: drop the base
 MERGE = "merge"              # folders on both sides: reconcile their children
 CONFLICT = "conflict"
 
-# Conflict kinds, named local/remote
-UPDATE_UPDATE = "update/update"
-DELETE_UPDATE = "delete/update"     # deleted here, changed there
-UPDATE_DELETE = "update/delete"     # changed here, deleted there
-CREATE_CREATE = "create/create"     # both created the same name
-FILE_DIR = "file/dir"               # a file on one side, a folder on the other
 
 _MIRROR = {PUSH: PULL, PULL: PUSH, DELETE_REMOTE: DELETE_LOCAL, DELETE_LOCAL: DELETE_REMOTE,
            DELETE_UPDATE: UPDATE_DELETE, UPDATE_DELETE: DELETE_UPDATE, "local": "remote",
@@ -92,3 +90,29 @@ def reconcile(base_kind: str | None, local: Side, remote: Side) -> Plan:
         return Plan(CONFLICT, FILE_DIR, "local" if local.kind == "dir" else "remote")
     kind = CREATE_CREATE if lc == CREATED and rc == CREATED else UPDATE_UPDATE
     return Plan(CONFLICT, kind)  # a tie: apply's policy says which keeps the name
+
+
+def local_side(kind: str | None, on_server: bool, changed: bool) -> Side:
+    """What happened to a name here since the last sync. `kind` None: not here
+    (a local deletion is known from the journal, not from the tree); `on_server`:
+    it has a base; `changed`: its content, or something under a folder, changed."""
+    if kind is None:
+        return Side(ABSENT)
+    if not on_server:
+        return Side(CREATED, kind)
+    return Side(MODIFIED if changed else UNCHANGED, kind)
+
+
+def remote_side(base, base_kind: str | None, st) -> Side:
+    """What happened to a name on the server since the last sync: `base` the
+    fingerprint then (None: never seen there), `st` the server's RemoteStat now
+    (None: nothing there)."""
+    if st is None:
+        return Side(DELETED if base is not None else ABSENT)
+    if base is None:
+        return Side(CREATED, st.kind)
+    if st.kind != base_kind:
+        return Side(MODIFIED, st.kind)
+    # A folder's own times change with its entries: its children say what changed.
+    same = st.kind == "dir" or st.fingerprint == base
+    return Side(UNCHANGED if same else MODIFIED, st.kind)

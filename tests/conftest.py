@@ -7,6 +7,7 @@ is skipped with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -20,12 +21,10 @@ import pytest
 import trio
 
 from cscfs.cache import ContentStore
+from cscfs.client import Client
 from cscfs.config import Options
-from cscfs.background import BackgroundSync
-from cscfs.linkmon import LinkMonitor
 from cscfs.metadata import State
 from cscfs.remote import LocalDirStore
-from cscfs.vfs import VFS
 
 from .fsapi import MountFS, VfsFS
 
@@ -120,11 +119,13 @@ def server(tmp_path) -> Path:
 
 
 class VfsRunner:
-    """The VFS on a trio loop in a thread of its own, as the daemon runs it, minus
-    FUSE: tests call its coroutines with `call`."""
+    """The client on a trio loop in a thread of its own, with the same background
+    tasks as the daemon runs, minus FUSE: tests call its coroutines with `call`.
+    `store` replaces the folder store of `server` (e.g. a wrapper that stalls)."""
 
-    def __init__(self, server: Path, data_dir: Path, options: Options = FAST):
+    def __init__(self, server: Path, data_dir: Path, options: Options = FAST, store=None):
         self.server, self.data_dir, self.options = server, data_dir, options
+        self.store = store
         self._ready = threading.Event()
         self._stop: trio.Event | None = None
         self.error: BaseException | None = None
@@ -146,21 +147,18 @@ class VfsRunner:
         self.data_dir.mkdir(exist_ok=True)
         self.state = State(str(self.data_dir / "state.db"))
         self.content = ContentStore(str(self.data_dir / "content"))
-        self.vfs = VFS(LocalDirStore(str(self.server)), self.state, self.content, self.options)
+        store = self.store or LocalDirStore(str(self.server))
+        self.client = Client(store, self.state, self.content, self.options, str(self.data_dir))
+        self.vfs = self.client.vfs
         self.token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
-        monitor = LinkMonitor(self.vfs)
-        await monitor.probe_once(reconnect=True)
+        await self.client.monitor.probe_once(reconnect=True)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.vfs.run_writeback)
-            nursery.start_soon(self.vfs.run_saver)
-            nursery.start_soon(monitor.run)
-            nursery.start_soon(BackgroundSync(self.vfs, monitor).run)
-            nursery.start_soon(monitor.run_cost)
+            await nursery.start(self.client.run)
             self._ready.set()
             await self._stop.wait()
             nursery.cancel_scope.cancel()
-        self.vfs.close()
+        self.client.close()
         self.state.close()
 
     def call(self, fn, *args):
@@ -240,9 +238,17 @@ class Mounted:
         assert proc.returncode == 0 or not self.is_mounted(), proc.stderr
 
 
+def on_demand_if_marked(request, tmp_path) -> None:
+    """Tests marked `on_demand` test caching on demand: nothing is pinned."""
+    if request.node.get_closest_marker("on_demand"):
+        cfg = tmp_path / "config" / "cscfs" / "config.toml"
+        cfg.write_text(cfg.read_text() + "offline_by_default = false\n")
+
+
 @pytest.fixture
-def mounted(tmp_path, server, env_dirs):
+def mounted(tmp_path, server, env_dirs, request):
     require_fuse()
+    on_demand_if_marked(request, tmp_path)
     m = Mounted(server, tmp_path / "mnt", tmp_path / "data", FAST.write_back_delay)
     try:
         yield m
@@ -251,8 +257,11 @@ def mounted(tmp_path, server, env_dirs):
 
 
 @pytest.fixture
-def vfs_runner(tmp_path, server):
-    runner = VfsRunner(server, tmp_path / "data")
+def vfs_runner(tmp_path, server, request):
+    options = FAST
+    if request.node.get_closest_marker("on_demand"):
+        options = dataclasses.replace(FAST, offline_by_default=False)
+    runner = VfsRunner(server, tmp_path / "data", options)
     try:
         yield runner
     finally:
@@ -271,9 +280,10 @@ def smb_mounted(tmp_path, smb_share, env_dirs):
 
 
 @pytest.fixture
-def wire_mount(tmp_path, samba, smb_share, env_dirs):
+def wire_mount(tmp_path, samba, smb_share, env_dirs, request):
     """A mount of the Samba share through the link that can be slowed and cut."""
     require_fuse()
+    on_demand_if_marked(request, tmp_path)
     name = smb_share.url.rsplit("/", 1)[1]
     m = Mounted(smb_share.root, tmp_path / "mnt", tmp_path / "data", 0.2,
                 source=samba.url(host=samba.wire_host, path=name),

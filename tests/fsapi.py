@@ -117,6 +117,7 @@ class VfsFS:
     def __init__(self, runner):
         self.r = runner
         self.vfs = runner.vfs
+        self.client = runner.client
         self.server = runner.server
 
     def _c(self, fn, *args):
@@ -236,12 +237,12 @@ class VfsFS:
         return s.block_size, s.blocks, s.name_max
 
     def settle(self, timeout=15.0):
-        pending = self._c(self.vfs.flush_uploads, timeout)
+        pending = self._c(self.client.flush_uploads, timeout)
         if pending:
             raise AssertionError(f"{pending} uploads still pending")
 
     def status(self) -> dict:
-        return self.r.call_sync(self.vfs.status)
+        return self.r.call_sync(self.client.status)
 
 
 def errno_of(fn, *args) -> int:

@@ -10,6 +10,8 @@ import stat
 import threading
 import time
 
+import pytest
+
 
 from .conftest import wait_for
 from .fsapi import errno_of
@@ -163,13 +165,18 @@ def test_hard_links_are_refused(fs):
 
 def test_xattrs_show_status_and_pinning(fs):
     assert set(fs.listxattr("hello.txt")) >= {"user.cscfs.status", "user.cscfs.pinned"}
-    assert fs.getxattr("hello.txt", "user.cscfs.status") == b"ghost"
-    fs.read("hello.txt")
-    assert fs.getxattr("hello.txt", "user.cscfs.status") == b"cached"
-    # The whole mount is pinned by default (available offline), unless unpinned.
+    # The whole mount is pinned by default (available offline): filled untouched.
     assert fs.getxattr("hello.txt", "user.cscfs.pinned") == b"1"
-    fs.setxattr("hello.txt", "user.cscfs.pinned", b"0")
-    assert fs.getxattr("hello.txt", "user.cscfs.pinned") == b"0"
+    wait_for(lambda: fs.getxattr("hello.txt", "user.cscfs.status") == b"cached",
+             what="the fill")
+    # An unpinned folder's new file stays a ghost until read.
+    fs.setxattr("docs", "user.cscfs.pinned", b"0")
+    assert fs.getxattr("docs/report.txt", "user.cscfs.pinned") == b"0"
+    (fs.server / "docs" / "fresh.txt").write_bytes(b"new on the server\n")
+    wait_for(lambda: "fresh.txt" in fs.listdir("docs"), what="the new name")
+    assert fs.getxattr("docs/fresh.txt", "user.cscfs.status") == b"ghost"
+    assert fs.read("docs/fresh.txt") == b"new on the server\n"
+    assert fs.getxattr("docs/fresh.txt", "user.cscfs.status") == b"cached"
     assert errno_of(fs.setxattr, "hello.txt", "user.cscfs.status", b"x") == errno.EPERM
     assert errno_of(fs.getxattr, "hello.txt", "user.other") == errno.ENODATA
 
@@ -209,6 +216,7 @@ def test_a_partly_read_large_file_is_completed_in_the_background(fs):
     assert sha(fs.read("large.bin")) == sha(data)
 
 
+@pytest.mark.on_demand
 def test_the_first_bytes_do_not_wait_for_the_whole_file(vfs_runner):
     """Read at once after open, in one task: only what the read needs is there yet
     (not even the whole first chunk: over a slow link the first byte comes sooner);

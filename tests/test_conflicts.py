@@ -181,7 +181,7 @@ def test_an_upload_whose_answer_was_lost_is_no_conflict(vfs_runner, server):
     finally:
         store.upload = real_upload
     assert (server / "notes.txt").read_bytes() == b"v3, written after"
-    assert fs.vfs.state.open_conflicts() == []
+    assert fs.client.state.open_conflicts() == []
     assert sorted(p.name for p in server.iterdir() if p.name.startswith("notes")) == ["notes.txt"]
 
 

@@ -86,11 +86,10 @@ def test_a_costly_link_pauses_background_sync_but_not_a_manual_one(tmp_path, ser
                  what="a skipped background sync")
         assert not (server / "written-while-roaming.txt").exists()
 
-        from cscfs.syncer import manual_sync
-        from cscfs.linkmon import LinkMonitor
+        from cscfs import commands
 
         async def sync():
-            return [p async for p in manual_sync(fs.vfs, LinkMonitor(fs.vfs), [])][-1]
+            return [p async for p in commands.sync(fs.client, [])][-1]
 
         summary = runner.call(sync)["summary"]
         assert summary["costed"] == "metered, roaming" and summary["uploaded"] == 1

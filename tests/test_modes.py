@@ -18,7 +18,7 @@ from .fsapi import VfsFS, errno_of
 
 
 def _switch(fs: VfsFS, offline: bool):
-    fs.r.call_sync(fs.vfs.set_work_offline, offline)
+    fs.r.call_sync(fs.client.link.set_work_offline, offline)
 
 
 def test_offline_changes_replay_in_order_when_back(vfs_runner, server):
@@ -73,6 +73,7 @@ def test_replay_never_overwrites_what_changed_on_the_server(vfs_runner, server):
     assert fs.status()["open_conflicts"] == 2
 
 
+@pytest.mark.on_demand
 def test_ghosts_are_listed_but_fail_at_once_offline(vfs_runner):
     fs = VfsFS(vfs_runner)
     assert fs.listdir("docs") == ["report.txt"]  # listed, never read: a ghost
@@ -179,6 +180,7 @@ def json_events(m):
     return json.loads(cscfs("events", str(m.mountpoint), "--json").stdout)
 
 
+@pytest.mark.on_demand
 def test_a_slow_link_switches_to_slow_link_and_back(wire_mount):
     m, rig = wire_mount, wire_mount.rig
     os.listdir(m.mountpoint / "docs")

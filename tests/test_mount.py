@@ -115,6 +115,7 @@ def test_kill_9_during_a_write_stream_loses_no_fsynced_data(mounted):
     assert (mounted.server / "stream.bin").read_bytes() == data
 
 
+@pytest.mark.on_demand
 def test_cold_start_with_the_server_missing_serves_the_cache(mounted):
     assert (mounted.mountpoint / "hello.txt").read_bytes() == b"hello from the server\n"
     assert os.listdir(mounted.mountpoint / "docs") == ["report.txt"]  # listed, not cached

@@ -13,20 +13,20 @@ def _status(path) -> bytes:
     return os.getxattr(path, "user.cscfs.status")
 
 
-def _mount(tmp_path, server, quota):
+def _mount(tmp_path, server, quota, extra=""):
     require_fuse()
     cfg = tmp_path / "config" / "cscfs" / "config.toml"
-    cfg.write_text(cfg.read_text() + f'cache_quota = "{quota}"\nquota_interval = 0.2\n')
+    cfg.write_text(cfg.read_text() + f'cache_quota = "{quota}"\nquota_interval = 0.2\n{extra}')
     return Mounted(server, tmp_path / "mnt", tmp_path / "data", write_back_delay=600)
 
 
 def test_lru_eviction_spares_pinned_and_dirty_files(tmp_path, server, env_dirs):
     for i in range(6):
         (server / f"f{i}.bin").write_bytes(os.urandom(20_000))
-    m = _mount(tmp_path, server, 60_000)
+    # Cached on demand (nothing pinned at first), as `cscfs unpin` of the mount makes it.
+    m = _mount(tmp_path, server, 60_000, "offline_by_default = false\n")
     try:
         mp = m.mountpoint
-        cscfs("unpin", str(mp))                    # the whole mount is pinned by default
         cscfs("pin", str(mp / "f0.bin"))
         (mp / "dirty.bin").write_bytes(os.urandom(20_000))  # not uploaded for 10 minutes
         for i in range(6):

@@ -99,7 +99,7 @@ def test_the_next_run_survives_a_restart_and_offline_runs_are_skipped(tmp_path, 
     opts = dataclasses.replace(FAST, sync_interval_min=0.01, sync_variance_min=0.0)
     runner = VfsRunner(server, tmp_path / "data2", opts)
     try:
-        runner.call_sync(VfsFS(runner).vfs.set_work_offline, True)
+        runner.call_sync(VfsFS(runner).client.link.set_work_offline, True)
         wait_for(lambda: "skipped: work offline" in _events(runner), 15, what="a skip")
     finally:
         runner.stop()

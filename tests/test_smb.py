@@ -81,6 +81,7 @@ def _ok(fn, *args) -> bool:
         return False
 
 
+@pytest.mark.on_demand
 def test_a_cut_link_makes_the_mount_serve_the_cache(wire_mount, samba, smb_share):
     m = wire_mount
     try:

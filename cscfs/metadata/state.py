@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass, field
 
 from ..cache.ranges import RangeSet
-from ..remote.base import Fingerprint
+from sync.ports import Fingerprint
 from . import schema
 
 ROOT_INO = 1
 RACY_NS = 2_000_000_000  # file system clock ticks are ms; allow for some clock skew too
+RESOLUTIONS = ("local", "server", "both")  # conflicts.resolution once resolved
 
 
 @dataclass(eq=False, slots=True)
@@ -44,10 +45,14 @@ class Node:
     # --- runtime only ---
     children: dict[str, int] | None = None  # directories: name -> ino
     checked_at: float = -1e9  # monotonic time of the last check against the server
+    marked: int = 0           # bumped when a server change marks it stale (a listing
+                              # taken before the mark must not count as fresh)
     fd: int = -1              # content file, open while any handle is open
     opens: int = 0
     writers: int = 0
     generation: int = 0       # bumped by every local change of content
+    epoch: int = 0            # bumped when the content is dropped for a new server
+                              # version: a fetch started before must not store its bytes
     unsaved: bool = False     # size / mtime / present changed since the last save
     unlinked: bool = False    # removed from the tree while still open
     refetched: bool = False   # content dropped since the kernel last opened it
@@ -66,6 +71,10 @@ class Node:
     @property
     def complete(self) -> bool:
         return self.present.covers(0, self.size)
+
+    @property
+    def cached_bytes(self) -> int:
+        return self.present.present_bytes()
 
     def status(self, in_conflict: bool = False) -> str:
         if in_conflict:
@@ -94,6 +103,7 @@ def _row(node: Node) -> tuple:
 class State:
     def __init__(self, path: str):
         fresh = not os.path.exists(path)
+        self.created = fresh  # a new cache: first-use settings apply
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         if fresh:
@@ -190,6 +200,16 @@ class State:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur]
 
+    def resolve_conflict(self, conflict_id: int, resolution: str) -> None:
+        """Mark a conflict settled; `resolution` is the version kept. 'latest' is
+        never stored: the caller decides which side that is first."""
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution {resolution!r} is not one of {RESOLUTIONS}")
+        cur = self.db.execute("UPDATE conflicts SET resolved_at = ?, resolution = ? "
+                              "WHERE id = ?", (time.time(), resolution, conflict_id))
+        if cur.rowcount == 0:
+            raise LookupError(f"no conflict with id {conflict_id}")
+
     # -- journal ------------------------------------------------------------------
     def journal_add(self, op: str, ino: int, kind: str, path: str, *, new_path=None,
                     base: Fingerprint | None = None, target: Fingerprint | None = None,
@@ -216,6 +236,17 @@ class State:
                            if e["target_size"] is not None else None)
             out.append(e)
         return out
+
+    def journal_rewrite(self, e: dict) -> None:
+        """Store a compacted entry (journal.compact merged others into it) in its row."""
+        base, target = e["base"], e["target"]
+        self.db.execute(
+            "UPDATE journal SET path=?, new_path=?, base_size=?, base_mtime_ns=?, "
+            "base_file_id=?, target_size=?, target_mtime_ns=?, target_file_id=?, mode=?, "
+            "mtime_ns=? WHERE seq=?",
+            (e["path"], e["new_path"], base and base.size, base and base.mtime_ns,
+             base and base.file_id, target and target.size, target and target.mtime_ns,
+             target and target.file_id, e["mode"], e["mtime_ns"], e["seq"]))
 
     def journal_done(self, seq: int) -> None:
         self.db.execute("DELETE FROM journal WHERE seq = ?", (seq,))

@@ -14,35 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol
 
+from sync.conflicts import conflict_names
+from sync.ports import Fingerprint, RemoteStat  # the values the engine speaks too
+
 from .. import errors
 
 # Names we write on the server while an upload is in flight; never listed.
 TEMP_PREFIX = ".~cscfs-"
-
-
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
-    """What identifies one version of a server file: if any part changed, the
-    content may have changed."""
-
-    size: int
-    mtime_ns: int
-    file_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteStat:
-    name: str
-    kind: str  # "file", "dir" or "symlink"
-    size: int
-    mtime_ns: int
-    mode: int  # permission bits only
-    file_id: int
-    target: str | None = None  # symlink target
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return Fingerprint(self.size, self.mtime_ns, self.file_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +113,17 @@ def remove_if(store, path: str, expected: Fingerprint) -> RemoteStat | None:
         return None
     try:
         store.rename(tmp, path, False)  # not ours to delete: put it back
+        return st
     except errors.AlreadyExists:
-        # The name was taken meanwhile too: keep theirs beside it, never lose it.
-        from sync.conflicts import conflict_name
-
-        name = conflict_name(path.rpartition("/")[2], "server", time.time())
-        store.rename(tmp, (f"{parent}/" if parent else "") + name, False)
-    return st
+        pass
+    # The name was taken meanwhile too: keep theirs beside it, never lose it.
+    for name in conflict_names(path.rpartition("/")[2], "server", time.time()):
+        try:
+            store.rename(tmp, (f"{parent}/" if parent else "") + name, False)
+            return st
+        except errors.AlreadyExists:
+            continue
+    raise errors.RemoteError(f"{path}: no free conflict copy name; kept as {tmp}")
 
 
 class SourceFailed(Exception):

@@ -347,8 +347,8 @@ class SMBStore:
                 target = smbclient.readlink(self._p(path), **self._kw())
                 return RemoteStat(name, "symlink", 0, mtime_ns, 0o777, file_id,
                                   target.replace("\\", "/"))
-            except Exception:
-                pass  # a junction or other reparse point: show what it stands for
+            except Exception as exc:  # a junction or other reparse point: show what it stands for
+                log.debug("%s: reparse point without a link target (%s)", path, exc)
         if attrs & FileAttributes.FILE_ATTRIBUTE_DIRECTORY:
             return RemoteStat(name, "dir", 0, mtime_ns, 0o755, file_id)
         mode = 0o444 if attrs & FileAttributes.FILE_ATTRIBUTE_READONLY else 0o644
@@ -459,8 +459,8 @@ class SMBStore:
                 except BaseException:
                     try:
                         raw.close()
-                    except Exception:
-                        pass  # the connection is gone, and the handle with it
+                    except Exception as exc:  # the connection is gone, and the handle with it
+                        log.debug("close after a failed write of %s: %s", tmp, exc)
                     raise
                 head = []
             with SMBFileTransaction(raw) as transaction:
@@ -486,8 +486,8 @@ class SMBStore:
         except BaseException as exc:
             try:
                 smbclient.remove(self._p(tmp), **self._kw())
-            except Exception:
-                pass  # unreachable now: a stray temporary name, never listed
+            except Exception as cleanup:  # unreachable now: a stray temporary name, never listed
+                log.debug("cannot remove %s now: %s", tmp, cleanup)
             if isinstance(exc, SourceFailed):
                 raise exc.__cause__ from None
             raise
@@ -622,5 +622,5 @@ class SMBStore:
     def close(self) -> None:
         try:
             smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._cache)
-        except Exception:
-            pass
+        except Exception as exc:
+            log.debug("closing the SMB connections of %s: %s", self.url, exc)

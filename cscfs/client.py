@@ -1,0 +1,223 @@
+"""The client as one object: every collaborator built and wired in one place, and
+every background task started in one place (`run`). The daemon serves it over
+FUSE and the control socket; the tests drive the same object without a mount.
+
+    store, state, content -> InodeTable, LinkKeeper, RemoteGateway, Fetcher,
+    Listing, ChangeWatcher -> VFS (POSIX operations)
+    the same parts behind sync/ports.py -> SyncEngine (write-back, upload, replay)
+    LinkMonitor (probes) -> LinkKeeper; Quota; BackgroundSync (schedule)
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Callable
+
+import trio
+
+from netprobe.policy import FAST
+
+from sync.engine import SyncEngine
+from sync.filler import Filler
+from sync.vocabulary import META_LAST_SYNC, META_LAST_UPLOAD, META_NEXT_SYNC
+
+from .background import BackgroundSync
+from .cache import ContentStore
+from .config import Options
+from .engine_ports import Clock, ConflictPort, JournalPort, RecordPort, TreePort
+from .fetcher import Fetcher
+from .gateway import RemoteGateway
+from .inodes import InodeTable
+from .link import LinkKeeper
+from .linkmon import LinkMonitor
+from .listing import Listing
+from .metadata import ROOT_INO, State
+from . import modes
+from .quota import Quota
+from .remote.base import RemoteStore
+from .vfs import VFS, Invalidator, NoInvalidator
+from .watcher import ChangeWatcher
+
+log = logging.getLogger("cscfs.client")
+
+
+class LinkPort:
+    """sync.ports.Link: the mode's view of the link, for the engine."""
+
+    def __init__(self, link: LinkKeeper, gateway: RemoteGateway, monitor: LinkMonitor):
+        self._link, self._gateway, self._monitor = link, gateway, monitor
+        # Always-Offline works from the cache by choice, not from an empty one: its
+        # first fill (after mount, after a pin) runs at once on a fast, free link.
+        self.first_fill_pending = True
+
+    @property
+    def online(self) -> bool:
+        return self._link.online
+
+    @property
+    def reachable(self) -> bool:
+        return self._link.reachable
+
+    @property
+    def reason(self) -> str:
+        return self._link.link_state.reason
+
+    @property
+    def costed(self) -> str:
+        return self._link.costed
+
+    def may_reach(self) -> bool:
+        return self._gateway.may_reach()
+
+    def syncing(self):
+        return self._gateway.syncing()
+
+    async def probe(self) -> None:
+        await self._monitor.probe_once(reconnect=True)
+
+    def fill_waits_for(self) -> str:
+        link = self._link
+        if link.online:
+            return ""
+        if link.mode == modes.ALWAYS_OFFLINE:
+            if (self.first_fill_pending and link.link_state.state == FAST
+                    and not link.costed):
+                return ""
+            return "always offline: updates follow the background sync"
+        if link.mode == modes.SLOW_LINK:
+            return f"costed link ({link.costed})" if link.costed else "slow link"
+        return {modes.OFFLINE: "offline", modes.WORK_OFFLINE: "work offline"}.get(
+            link.mode, link.mode)
+
+    def fill_window(self):
+        return self._gateway.fill_window()
+
+    def fill_done(self) -> None:
+        self.first_fill_pending = False
+
+
+class Client:
+    def __init__(self, store: RemoteStore, state: State, content: ContentStore,
+                 options: Options, data_dir: str, invalidator: Invalidator | None = None,
+                 probe_target: tuple[str, int] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.store, self.state, self.content, self.opts = store, state, content, options
+        self.invalidate = invalidator or NoInvalidator()
+        self.table = InodeTable(state, content, clock)
+        if state.created and not options.offline_by_default:
+            root = self.table.nodes[ROOT_INO]
+            root.pinned = -1  # on demand; `cscfs pin` names what is available offline
+            state.save(root)
+        self.link = LinkKeeper(state, options)
+        self.gateway = RemoteGateway(store, self.link, options, clock)
+        self.watcher = ChangeWatcher(store, self.table, options, self.invalidate)
+        self.journal = JournalPort(state)
+        self.conflicts = ConflictPort(state)
+        self.fetcher = Fetcher(self.table, self.gateway, self.link, options)
+        self.listing = Listing(self.table, self.gateway, lambda: self.vfs.direct,
+                               lambda: self.watcher.ttl, self.invalidate, clock,
+                               pending=lambda: self.journal.count)
+        self.tree = TreePort(self.table, self.listing, self.fetcher, self.invalidate)
+        self.monitor = LinkMonitor(self.link, self.gateway, state, probe_target)
+        self.records = RecordPort(state)
+        self.link_port = LinkPort(self.link, self.gateway, self.monitor)
+        self.engine = SyncEngine(
+            self.tree, self.gateway, self.journal, self.conflicts, self.link_port,
+            self.records, Clock(clock),
+            host=socket.gethostname(), delay=options.write_back_delay,
+            parallel=options.parallel_uploads, requests=lambda: self.vfs.requests)
+        self.writeback = self.engine.writeback
+        self.vfs = VFS(store, options, self.table, self.link, self.gateway, self.fetcher,
+                       self.listing, self.journal, self.conflicts, self.writeback, clock)
+        self.quota = Quota(self.table, options, data_dir)
+        self.filler = Filler(self.tree, self.link_port, self.records,
+                             parallel=options.parallel_fetches, rescan=options.rescan_interval,
+                             room=self.quota.room, requests=lambda: self.vfs.requests,
+                             monotonic=clock)
+        self.background = BackgroundSync(self.link, self.records, self.engine, options)
+        # Back online: every changed file is due (it waited for the link), and what is
+        # pinned is filled.
+        self.link.on_online.append(lambda: self.writeback.all_due(self.table.nodes.values()))
+        self.link.on_online.append(self.filler.wake)
+        self.watcher.on_change.append(self.filler.changed)
+        self.writeback.all_due(self.table.recovered_dirty)  # left dirty by a crash
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Every background task of a mount, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.writeback.run)
+            nursery.start_soon(self.fetcher.run)
+            nursery.start_soon(self.filler.run)
+            nursery.start_soon(self.monitor.run)
+            nursery.start_soon(self.monitor.run_cost)
+            nursery.start_soon(self.quota.run)
+            nursery.start_soon(self.background.run)
+            nursery.start_soon(self.watcher.run)
+            nursery.start_soon(self.run_saver)
+            task_status.started()
+
+    async def list_root(self) -> None:
+        """Names first: the mount's own folder is listed before the mount reports
+        ready, so a cut right after still leaves it listable."""
+        if self.link.online:
+            with trio.move_on_after(self.opts.remote_timeout):
+                await self.listing.refresh(self.table.nodes[ROOT_INO], force=True)
+
+    def pinned_changed(self) -> None:
+        """A pin: fill what it asks for now (Always-Offline too, on a fast link)."""
+        self.link_port.first_fill_pending = True
+        self.filler.wake()
+
+    # ------------------------------------------------------------ saving
+    async def run_saver(self, interval: float = 0.5) -> None:
+        while True:
+            await trio.sleep(interval)
+            if self.table.has_unsaved or self.tree.last_upload_unsaved:
+                self.save_all()
+
+    def save_all(self) -> None:
+        self.table.save_all(extra=self.tree.save_last_upload)
+
+    def close(self) -> None:
+        self.save_all()
+        self.table.close()
+
+    # ---------------------------------------------------------- uploads
+    @property
+    def pending_uploads(self) -> int:
+        return len(self.table.dirty_files())
+
+    async def flush_uploads(self, timeout: float) -> int:
+        """Upload every changed file now; returns how many changes remain pending."""
+        await self.writeback.flush(self.table.nodes.values(), timeout)
+        return self.pending_uploads + self.journal.count
+
+    # ----------------------------------------------------------- status
+    def status(self) -> dict:
+        files = [n for n in self.table.nodes.values() if n.kind == "file" and not n.unlinked]
+        last = self.tree.last_upload or self.state.get_meta(META_LAST_UPLOAD)
+        link = self.link
+        return {
+            "server": self.store.url,
+            "mode": link.mode,
+            "mode_reason": link.reason,
+            "change_notification": self.watcher.watching,
+            "names_trusted_s": self.watcher.ttl,
+            "mode_since": link.since,
+            "median_rtt_ms": link.link_state.median_ms,
+            "cost": link.cost.describe(),
+            "pending_changes": self.journal.count,
+            "last_sync": float(self.state.get_meta(META_LAST_SYNC, "0")) or None,
+            "next_background_sync": float(self.state.get_meta(META_NEXT_SYNC, "0")) or None,
+            "pending_uploads": self.pending_uploads,
+            "cached_bytes": sum(n.cached_bytes for n in files),
+            "cache_quota_bytes": self.quota.limit,
+            "cached_items": sum(1 for n in files if n.present.spans or n.size == 0),
+            "items": len(self.table.nodes),
+            "open_conflicts": self.conflicts.open_count(),
+            "available_offline": self.filler.status(),
+            "last_upload": ({"at": float(last.split(" ", 1)[0]), "path": last.split(" ", 1)[1]}
+                            if last else None),
+        }
