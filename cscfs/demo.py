@@ -38,13 +38,15 @@ def run_demo(base: str) -> int:
     exe = shutil.which("cscfs") or os.path.join(os.path.dirname(sys.executable), "cscfs")
     cscfs = "cscfs" if shutil.which("cscfs") == exe else exe
     click.echo(f"""
+Everything here is available offline: filled in the background right after mount.
 Try next:
   ls -l {mountpoint}
   echo "hello" >> {mountpoint}/notes/todo.md     # uploaded 2 s after close
   cat {server}/notes/todo.md                      # the server has it
   getfattr -n user.cscfs.status {mountpoint}/README.txt
-  {cscfs} status {mountpoint}
-  {cscfs} offline {mountpoint}                     # work offline, then edit both sides
+  {cscfs} status {mountpoint}                      # "available offline: 3 of 3 pinned files"
+  {cscfs} offline {mountpoint}                     # work offline: everything still reads,
+  cat {mountpoint}/README.txt                      #   then edit on both sides
   {cscfs} sync {mountpoint}; {cscfs} conflicts {mountpoint}
   {cscfs} online {mountpoint}
   {cscfs} check {mountpoint}
