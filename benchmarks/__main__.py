@@ -147,6 +147,11 @@ def run_workloads(d: Path, quick: bool) -> dict[str, float]:
     return out
 
 
+# The cache and on-demand workloads measure reads, writes and listings through the
+# mount, not the background fill (it would list and fetch the test data first); the
+# fill has its own section.
+ON_DEMAND = "offline_by_default = false\n"
+
 LOWER_IS_BETTER = (" s", " ms")  # units of times: the ratio is native / target
 
 
@@ -179,7 +184,8 @@ def local_section(base: Path, args, log) -> dict[str, dict]:
         return server_dir(), None
 
     def cscfs_target():
-        t = CscfsMount(base / f"cscfs-{time.monotonic_ns()}", str(server_dir()))
+        t = CscfsMount(base / f"cscfs-{time.monotonic_ns()}", str(server_dir()),
+                       config=ON_DEMAND)
         return t.path, t
 
     targets = {"native": native_target, "cscfs": cscfs_target}
@@ -237,6 +243,39 @@ def smb_section(base: Path, args, log, on_section) -> dict[str, dict[str, dict]]
             out[f"SMB {link}"] = {t: medians(r) for t, r in runs.items()}
             out[f"SMB {link}"]["sizes"] = {"big file MiB": big // MiB, "small files": small}
             log(f"SMB {link}: done")
+            on_section(out)
+    finally:
+        rig.stop()
+    return out
+
+
+def fill_section(base: Path, args, log, on_section) -> dict[str, dict[str, dict]]:
+    """Time until a server tree is available offline, fast link and 50 ms RTT."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.linklab import SambaRig
+
+    from .fill import run_fill
+
+    reason = SambaRig.missing()
+    if reason:
+        log(f"fill workloads: skipped: {reason}")
+        return {}
+    targets = ["native", "cscfs"] + ([] if args.rclone_missing else ["rclone copy"])
+    rig = SambaRig(base / "rig-fill")
+    rig.start()
+    out = {}
+    try:
+        for link in ("fast", "50 ms"):
+            small, big = (200, 32 * MiB) if args.quick else (1000, 256 * MiB)
+            runs: dict[str, list] = {t: [] for t in targets}
+            for _ in range(args.runs):
+                for target, res in run_fill(rig, base, link, targets, small, big,
+                                            timeout=600).items():
+                    runs[target].append(res)
+            key = f"available offline, SMB {link}"
+            out[key] = {t: medians(r) for t, r in runs.items()}
+            out[key]["sizes"] = {"small files": small, "big file MiB": big // MiB}
+            log(f"{key}: done")
             on_section(out)
     finally:
         rig.stop()
@@ -312,7 +351,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
     ap.add_argument("--out", default="bench-out", help="where results go")
     ap.add_argument("--runs", type=int, default=3, help="runs per target (medians)")
-    ap.add_argument("--only", choices=["local", "smb"], help="one section only")
+    ap.add_argument("--only", choices=["local", "smb", "fill"], help="one section only")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -348,6 +387,8 @@ def main(argv=None) -> int:
             save({"local folder": local_section(base, args, log)})
         if args.only in (None, "smb"):
             smb_section(base, args, log, save)
+        if args.only in (None, "fill"):
+            fill_section(base, args, log, save)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     text = save()

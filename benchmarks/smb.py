@@ -171,7 +171,8 @@ def run_link(rig, base: Path, link: str, targets: list[str], big: int, small: in
             # where reads do not fetch and uploads wait for a sync: measure it online.
             mount = CscfsMount(where, rig.url(host=host, path=share.name),
                                password=rig.password,
-                               config="slow_link_ms = 100\n" if link != "fast" else "")
+                               config=("slow_link_ms = 100\n" if link != "fast" else "")
+                               + "offline_by_default = false\n")  # on demand: see ON_DEMAND
         else:
             mount = RcloneMount(where, f":smb:{rig.share}/{share.name}", rclone_env(rig, host))
         try:

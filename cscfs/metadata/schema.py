@@ -43,6 +43,8 @@ table items -- one row per name we know: on the server, created here, or both
   pinned         INTEGER     1 pinned (keep fully cached, never evict), -1 unpinned
                              (cached on demand), 0 as its folder; the root starts at 1
                              (v3), so a whole mount is available offline by default
+                             (-1 in a new cache with offline_by_default = false);
+                             pinned files are filled in the background
   listed         INTEGER     directories: 1 once the children were listed from the
                              server (the listing is complete); 0 otherwise
   last_access    INTEGER     milliseconds since the epoch of the last open, for the
@@ -58,9 +60,11 @@ table conflicts -- conflicts found while syncing; a row stays after it is resolv
   kind             TEXT      local/remote: 'update/update', 'update/delete' (changed
                              here, deleted there), 'delete/update', 'create/create',
                              'file/dir' (a file on one side, a folder on the other),
-                             'rename/delete' (renamed here, gone there: copy_path is
-                             the new name), 'replay-failed/<op>' (an offline change
-                             the server refused for good; <op> a journal op)
+                             'replay-failed/<op>' (an offline change the server
+                             refused for good; <op> a journal op); before the
+                             replay used reconcile(), 'rename/delete' (renamed here,
+                             gone there) may stand where 'update/delete' stands now.
+                             The words: sync/vocabulary.py
   local_size       INTEGER   our version: size and mtime (ns); NULL when we deleted
   local_mtime_ns   INTEGER     it or the kind records none
   remote_size      INTEGER   the server's fingerprint then; NULL when it was deleted
@@ -115,7 +119,8 @@ table events -- what happened, for `cscfs events`
   at             REAL        Unix seconds
   kind           TEXT        'mode' (a mode change), 'sync' (a sync ran, finished,
                              failed or was skipped), 'quota' (the cache quota cannot
-                             be met)
+                             be met), 'fill' (available offline: the pinned files do
+                             not fit the cache quota); sync/vocabulary.py
   mode           TEXT        kind 'mode': the mode entered ('online', 'slow-link',
                              'offline', 'work-offline', 'always-offline'); else NULL
   reason         TEXT        why or what: 'median RTT 52 ms > 35 ms', 'unreachable:
