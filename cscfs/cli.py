@@ -151,7 +151,7 @@ def status(mountpoint, as_json):
         ("data dir", s["data_dir"]),
     ]
     for key, value in rows:
-        click.echo(f"{key + ':':17}{value}")
+        click.echo(f"{key + ':':19}{value}")
     return 0
 
 
