@@ -144,6 +144,9 @@ def status(mountpoint, as_json):
                    (f" of {_size(s['cache_quota_bytes'])} allowed"
                     if s.get("cache_quota_bytes") else "")),
         ("available offline", _offline_line(s.get("available_offline"))),
+        ("cache disk", f"FULL: {_size(s['pending_upload_bytes'])} of changes wait for upload; "
+                       f"delete files or make room in the data dir"
+         if s.get("cache_disk_full") else "room left"),
         ("last upload", f"{_when(last['at'])} {last['path']}" if last else "none yet"),
         ("last sync", _when(s["last_sync"]) if s["last_sync"] else "none yet"),
         ("next sync", (_when(s["next_background_sync"]) + " (background, when not online)")

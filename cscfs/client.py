@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sqlite3
 import time
 from typing import Callable
 
@@ -26,6 +27,7 @@ from sync.vocabulary import META_LAST_SYNC, META_LAST_UPLOAD, META_NEXT_SYNC
 from .background import BackgroundSync
 from .cache import ContentStore
 from .config import Options
+from .diskspace import SpaceKeeper
 from .engine_ports import Clock, ConflictPort, JournalPort, RecordPort, TreePort
 from .fetcher import Fetcher
 from .gateway import RemoteGateway
@@ -43,11 +45,28 @@ from .watcher import ChangeWatcher
 log = logging.getLogger("cscfs.client")
 
 
+RESTART_AFTER = 5.0  # s before a background task that met a failure of its own runs again
+
+
+async def _supervised(task) -> None:
+    """Run a background task; a failure of the machine under it (a full disk, a
+    state database that cannot write) is logged and the task runs again later:
+    the daemon stays up and keeps serving what it can."""
+    while True:
+        try:
+            return await task()
+        except (OSError, sqlite3.Error) as exc:
+            log.error("%s stopped: %s; again in %g s", getattr(task, "__qualname__", task),
+                      exc, RESTART_AFTER)
+            await trio.sleep(RESTART_AFTER)
+
+
 class LinkPort:
     """sync.ports.Link: the mode's view of the link, for the engine."""
 
     def __init__(self, link: LinkKeeper, gateway: RemoteGateway, monitor: LinkMonitor):
         self._link, self._gateway, self._monitor = link, gateway, monitor
+        self.space_full = lambda: False  # set by the client: the cache disk is full
         # Always-Offline works from the cache by choice, not from an empty one: its
         # first fill (after mount, after a pin) runs at once on a fast, free link.
         self.first_fill_pending = True
@@ -79,6 +98,8 @@ class LinkPort:
 
     def fill_waits_for(self) -> str:
         link = self._link
+        if self.space_full():
+            return "cache disk full"
         if link.online:
             return ""
         if link.mode == modes.ALWAYS_OFFLINE:
@@ -106,6 +127,8 @@ class Client:
         self.store, self.state, self.content, self.opts = store, state, content, options
         self.invalidate = invalidator or NoInvalidator()
         self.table = InodeTable(state, content, clock)
+        self.space = SpaceKeeper(data_dir, state.add_event, self.pending_upload_bytes)
+        state.db.on_full = self.space.met_full
         if state.created and not options.offline_by_default:
             root = self.table.nodes[ROOT_INO]
             root.pinned = -1  # on demand; `cscfs pin` names what is available offline
@@ -115,7 +138,7 @@ class Client:
         self.watcher = ChangeWatcher(store, self.table, options, self.invalidate)
         self.journal = JournalPort(state)
         self.conflicts = ConflictPort(state)
-        self.fetcher = Fetcher(self.table, self.gateway, self.link, options)
+        self.fetcher = Fetcher(self.table, self.gateway, self.link, options, self.space)
         self.listing = Listing(self.table, self.gateway, lambda: self.vfs.direct,
                                lambda: self.watcher.ttl, self.invalidate, clock,
                                pending=lambda: self.journal.count)
@@ -123,6 +146,7 @@ class Client:
         self.monitor = LinkMonitor(self.link, self.gateway, state, probe_target)
         self.records = RecordPort(state)
         self.link_port = LinkPort(self.link, self.gateway, self.monitor)
+        self.link_port.space_full = lambda: self.space.full
         self.engine = SyncEngine(
             self.tree, self.gateway, self.journal, self.conflicts, self.link_port,
             self.records, Clock(clock),
@@ -130,7 +154,8 @@ class Client:
             parallel=options.parallel_uploads, requests=lambda: self.vfs.requests)
         self.writeback = self.engine.writeback
         self.vfs = VFS(store, options, self.table, self.link, self.gateway, self.fetcher,
-                       self.listing, self.journal, self.conflicts, self.writeback, clock)
+                       self.listing, self.journal, self.conflicts, self.writeback, self.space,
+                       clock)
         self.quota = Quota(self.table, options, data_dir)
         self.filler = Filler(self.tree, self.link_port, self.records,
                              parallel=options.parallel_fetches, rescan=options.rescan_interval,
@@ -146,16 +171,12 @@ class Client:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Every background task of a mount, until cancelled."""
+        tasks = [self.writeback.run, self.fetcher.run, self.filler.run, self.monitor.run,
+                 self.monitor.run_cost, self.quota.run, self.background.run, self.watcher.run,
+                 self.run_saver, self.space.run]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.writeback.run)
-            nursery.start_soon(self.fetcher.run)
-            nursery.start_soon(self.filler.run)
-            nursery.start_soon(self.monitor.run)
-            nursery.start_soon(self.monitor.run_cost)
-            nursery.start_soon(self.quota.run)
-            nursery.start_soon(self.background.run)
-            nursery.start_soon(self.watcher.run)
-            nursery.start_soon(self.run_saver)
+            for task in tasks:
+                nursery.start_soon(_supervised, task)
             task_status.started()
 
     async def list_root(self) -> None:
@@ -189,6 +210,9 @@ class Client:
     def pending_uploads(self) -> int:
         return len(self.table.dirty_files())
 
+    def pending_upload_bytes(self) -> int:
+        return sum(n.size for n in self.table.dirty_files())
+
     async def flush_uploads(self, timeout: float) -> int:
         """Upload every changed file now; returns how many changes remain pending."""
         await self.writeback.flush(self.table.nodes.values(), timeout)
@@ -218,6 +242,8 @@ class Client:
             "items": len(self.table.nodes),
             "open_conflicts": self.conflicts.open_count(),
             "available_offline": self.filler.status(),
+            "cache_disk_full": self.space.full,
+            "pending_upload_bytes": self.pending_upload_bytes(),
             "last_upload": ({"at": float(last.split(" ", 1)[0]), "path": last.split(" ", 1)[1]}
                             if last else None),
         }

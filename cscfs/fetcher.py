@@ -21,6 +21,7 @@ import trio
 
 from . import errors
 from .config import Options
+from .diskspace import SpaceKeeper
 from .errors import fs_error
 from .gateway import RemoteGateway
 from .inodes import InodeTable
@@ -37,8 +38,9 @@ _EPOCH_RETRIES = 3       # a file replaced on the server this often during one f
 
 class Fetcher:
     def __init__(self, table: InodeTable, gateway: RemoteGateway, link: LinkKeeper,
-                 options: Options):
+                 options: Options, space: SpaceKeeper):
         self.table, self.gateway, self.link, self.opts = table, gateway, link, options
+        self.space = space
         self._queue: list[int] = []  # inos to complete in the background
         self._wake = trio.Event()
 
@@ -100,9 +102,14 @@ class Fetcher:
         if len(data) < end - start:
             node.checked_at = -1e9  # shorter than we knew: recheck at next open
             raise fs_error(errno.ESTALE, f"{path} changed on the server")
+        self.space.check_write(grows=True)
         fd = node.fd if node.fd >= 0 else self.table.content.open(node.ino)
         try:
             os.pwrite(fd, data, start)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.space.met_full()
+            raise
         finally:
             if fd != node.fd:
                 os.close(fd)

@@ -259,13 +259,17 @@ class InodeTable:
 
     def save_all(self, extra: Callable[[], None] | None = None) -> None:
         inos, self._unsaved = self._unsaved, set()
-        with self.state.transaction():
-            if extra is not None:
-                extra()
-            for ino in inos:
-                node = self.nodes.get(ino)
-                if node is not None and node.unsaved and not node.unlinked:
-                    self.state.save(node)
+        try:
+            with self.state.transaction():
+                if extra is not None:
+                    extra()
+                for ino in inos:
+                    node = self.nodes.get(ino)
+                    if node is not None and node.unsaved and not node.unlinked:
+                        self.state.save(node)
+        except BaseException:
+            self._unsaved |= inos  # not saved: the next batch tries again
+            raise
 
     def open_unlinked(self) -> set[int]:
         return {n.ino for n in self.nodes.values() if n.unlinked}

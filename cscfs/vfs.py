@@ -40,6 +40,7 @@ from sync.vocabulary import DELETE_UPDATE
 
 from . import errors
 from .config import Options
+from .diskspace import SpaceKeeper
 from .engine_ports import ConflictPort, JournalPort
 from .errors import fs_error
 from .fetcher import Fetcher
@@ -108,10 +109,11 @@ class VFS:
     def __init__(self, store: RemoteStore, options: Options, table: InodeTable,
                  link: LinkKeeper, gateway: RemoteGateway, fetcher: Fetcher, listing: Listing,
                  journal: JournalPort, conflicts: ConflictPort, writeback,
-                 clock: Callable[[], float] = time.monotonic):
+                 space: SpaceKeeper, clock: Callable[[], float] = time.monotonic):
         self.store, self.opts, self.table, self.link_keeper = store, options, table, link
         self.gateway, self.fetcher, self.listing = gateway, fetcher, listing
         self.journal, self.conflicts, self.writeback = journal, conflicts, writeback
+        self.space = space
         self.clock = clock
         self.uid, self.gid = os.getuid(), os.getgid()
         self.handles: dict[int, Handle] = {}
@@ -296,9 +298,15 @@ class VFS:
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         node = self.handles[fh].node
+        self.space.check_write(grows=offset + len(data) > node.size)
         if not node.dirty:
             self.table.mark_dirty(node)
-        n = os.pwrite(node.fd, data, offset)
+        try:
+            n = os.pwrite(node.fd, data, offset)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.space.met_full()
+            raise
         end = offset + n
         node.present.add(min(offset, node.size), end)  # a hole before offset reads as zeros
         if end > node.size:

@@ -8,6 +8,7 @@ operations and in batches every half second (VFS.run_saver).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sqlite3
@@ -100,12 +101,49 @@ def _row(node: Node) -> tuple:
             int(node.listed), node.last_access, node.base_seen_ns, node.base_sha)
 
 
+class DiskFull(OSError):
+    """The state database cannot grow: ENOSPC for the application, never EIO."""
+
+    def __init__(self, detail: str):
+        super().__init__(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {detail}")
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that meets a full disk as ENOSPC. `on_full()` may make room (the
+    data dir's reserve); then the statement is tried once more if that can still
+    work: outside a transaction, or the COMMIT of one still active."""
+
+    on_full = None
+
+    def execute(self, sql, params=()):
+        return self._guarded(super().execute, sql, params)
+
+    def executemany(self, sql, seq):
+        return self._guarded(super().executemany, sql, list(seq))
+
+    def _guarded(self, run, sql, params):
+        try:
+            return run(sql, params)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            retry = not self.in_transaction or sql.strip().upper() == "COMMIT"
+            if self.on_full is not None and self.on_full() and retry:
+                try:
+                    return run(sql, params)
+                except sqlite3.OperationalError as again:
+                    if getattr(again, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                        raise
+            raise DiskFull("the state database cannot grow") from exc
+
+
 class State:
     def __init__(self, path: str):
         fresh = not os.path.exists(path)
         self.created = fresh  # a new cache: first-use settings apply
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                  factory=_Connection)
         if fresh:
             os.chmod(path, 0o600)
         self.db.execute("PRAGMA journal_mode = WAL")
@@ -129,7 +167,8 @@ class State:
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # a full disk may have rolled it back already
+                self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
 
