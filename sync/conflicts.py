@@ -20,10 +20,14 @@ def conflict_name(name: str, host: str, when: float, n: int = 1, *,
     the copy; `n` > 1 tells apart copies made within the same second. A name that
     would be longer than `max_len` (in the server's unit, `measure`) loses the end
     of its stem; the extension and the conflict part stay."""
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
-        stem, ext = name, ""
-    stem = _CONFLICT_SUFFIX.sub("", stem)
+    copied = _CONFLICT_SUFFIX.search(name)
+    if copied:  # a copy whose "extension" was cut like a stem (below)
+        stem, ext = name[:copied.start()], ""
+    else:
+        stem, dot, ext = name.rpartition(".")
+        if not dot or not stem:
+            stem, ext = name, ""
+        stem = _CONFLICT_SUFFIX.sub("", stem)
     stamp = time.strftime("%Y-%m-%d %H%M%S", time.localtime(when))
     if n > 1:
         stamp += f" {n}"
@@ -31,12 +35,11 @@ def conflict_name(name: str, host: str, when: float, n: int = 1, *,
     ext = "." + ext if ext else ""
     if max_len is None:
         return stem + mark + ext
-    copy = fit("", stem, mark + ext, max_len, measure)
-    if copy.startswith(mark) and stem:
-        # No room left for the stem: the "extension" is most of the name (a dot
-        # near its start), so it is cut like a stem rather than kept whole.
-        copy = fit("", stem + ext, mark, max_len, measure)
-    return copy
+    if ext and measure(stem[:1] + mark + ext) > max_len:
+        # Not one character of the stem fits beside the "extension": it is most of
+        # the name (a dot near its start), so it is cut like a stem.
+        return fit("", stem + ext, mark, max_len, measure)
+    return fit("", stem, mark + ext, max_len, measure)
 
 
 def conflict_names(name: str, host: str, when: float, *, max_len: int | None = None,
