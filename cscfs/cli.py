@@ -138,6 +138,7 @@ def status(mountpoint, as_json):
         ("mode", f"{s['mode']} since {_when(s['mode_since'])} ({s['mode_reason']})"),
         ("median RTT", "unknown" if s["median_rtt_ms"] is None else f"{s['median_rtt_ms']:.1f} ms"),
         ("pending uploads", s["pending_uploads"]),
+        ("failing uploads", _failures(s.get("upload_failures") or [])),
         ("pending changes", f"{s['pending_changes']} (folder changes made offline)"),
         ("open conflicts", s["open_conflicts"]),
         ("cached", f"{s['cached_items']} files, {_size(s['cached_bytes'])}" +
@@ -321,6 +322,15 @@ def _pin(paths, cmd) -> int:
         click.echo(f"{cmd}ned {len(rels)} paths in {mp}" +
                    (f"; fetching {answer['queued']} files" if answer["queued"] else ""))
     return 0
+
+
+def _failures(rows: list[dict]) -> str:
+    """Files whose upload fails, one line each under the count."""
+    if not rows:
+        return "none"
+    lines = [f"{len(rows)} (retried later, less and less often)"]
+    lines += [f"  {r['path']}: {r['reason']} (since {_when(r['since'])})" for r in rows]
+    return "\n".join(lines)
 
 
 def _offline_line(p: dict | None) -> str:

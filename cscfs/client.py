@@ -236,6 +236,7 @@ class Client:
             "last_sync": float(self.state.get_meta(META_LAST_SYNC, "0")) or None,
             "next_background_sync": float(self.state.get_meta(META_NEXT_SYNC, "0")) or None,
             "pending_uploads": self.pending_uploads,
+            "upload_failures": self.writeback.failing(),
             "cached_bytes": sum(n.cached_bytes for n in files),
             "cache_quota_bytes": self.quota.limit,
             "cached_items": sum(1 for n in files if n.present.spans or n.size == 0),

@@ -34,6 +34,13 @@ class RemoteGateway:
     def stores_modes(self) -> bool:
         return self.store.stores_modes
 
+    @property
+    def name_max(self) -> int:
+        return self.store.name_max
+
+    def name_len(self, name: str) -> int:
+        return self.store.name_len(name)
+
     def allowed(self, background: bool = False) -> bool:
         """Only the online mode calls the server from a request; a manual sync may in
         any mode that reaches it; background work (fetch completion, replay) also

@@ -539,6 +539,7 @@ class VFS:
                     self.table.drop(target)
                 self.table.move(node, new_parent, new_name)
                 node.checked_at = self.clock()
+        self.writeback.renamed(node)
 
     async def _rename_remote(self, old_path: str, new_path: str, target: Node | None,
                              replaces: bool) -> None:

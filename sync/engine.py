@@ -32,8 +32,8 @@ class SyncEngine:
         again = self._again
         self.uploader = Uploader(tree, remote, conflicts, clock, host, again)
         self.replayer = Replayer(journal, tree, remote, conflicts, link, clock, host, again)
-        self.writeback = WriteBack(tree, self.uploader, self.replayer, journal, link, clock,
-                                   delay=delay, parallel=parallel, requests=requests)
+        self.writeback = WriteBack(tree, self.uploader, self.replayer, journal, link, record,
+                                   clock, delay=delay, parallel=parallel, requests=requests)
 
     def _again(self, item: Item) -> None:
         self.writeback.again(item)

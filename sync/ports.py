@@ -199,6 +199,11 @@ class Remote(Protocol):
     """The server, called under the client's deadline and offline gate (async)."""
 
     stores_modes: bool
+    name_max: int  # the longest name the server takes, in name_len's unit
+
+    def name_len(self, name: str) -> int:
+        """A name's length as the server counts it (sync.names: bytes, UTF-16 units)."""
+        ...
 
     async def stat(self, path: str) -> RemoteStat: ...
 

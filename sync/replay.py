@@ -94,7 +94,8 @@ class Replayer:
         """Put ours beside the server's version: `make(copy_path)` at the first free
         conflict copy name; returns that path."""
         folder, _, name = path.rpartition("/")
-        for copy in conflict_names(name, self.host, self.clock.time()):
+        for copy in conflict_names(name, self.host, self.clock.time(),
+                                   max_len=self.remote.name_max, measure=self.remote.name_len):
             copy_path = f"{folder}/{copy}" if folder else copy
             try:
                 await make(copy_path)

@@ -193,7 +193,8 @@ class Uploader:
             return st, None, None
         folder = self.tree.path_of(parent)
         taken = self.tree.child_names(parent)
-        for copy in conflict_names(item.name, self.host, self.clock.time()):
+        for copy in conflict_names(item.name, self.host, self.clock.time(),
+                                   max_len=self.remote.name_max, measure=self.remote.name_len):
             if copy in taken:
                 continue
             copy_path = f"{folder}/{copy}" if folder else copy

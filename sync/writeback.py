@@ -10,30 +10,49 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import trio
 
 from .load import LOAD_WINDOW, MAX_DEFER, LoadMeter
-from .ports import Clock, Item, Journal, Link, LocalTree, RemoteError, SyncFailed, Unavailable
+from .ports import (Clock, Item, Journal, Link, LocalTree, Record, RemoteError, SyncFailed,
+                    Unavailable)
 from .replay import Replayer
 from .upload import Uploader
+from .vocabulary import EVENT_UPLOAD
 
 log = logging.getLogger("sync.writeback")
 
-RETRY_AFTER = 30.0  # s before a failed upload is tried again
+RETRY_AFTER = 30.0  # s before a failed upload is tried again, doubling each time ...
+RETRY_MAX = 3600.0  # ... up to this
+
+
+@dataclass
+class Failure:
+    """A file whose upload fails (the server refuses it, or the engine cannot do
+    it): reported once, retried with backoff, cleared by a successful upload."""
+
+    reason: str
+    since: float     # wall time of the first failure
+    attempts: int = 1
+
+    @property
+    def retry_in(self) -> float:
+        return min(RETRY_AFTER * 2 ** (self.attempts - 1), RETRY_MAX)
 
 
 class WriteBack:
     def __init__(self, tree: LocalTree, uploader: Uploader, replayer: Replayer,
-                 journal: Journal, link: Link, clock: Clock, *, delay: float, parallel: int,
-                 requests: Callable[[], int]):
+                 journal: Journal, link: Link, record: Record, clock: Clock, *, delay: float,
+                 parallel: int, requests: Callable[[], int]):
         self.tree, self.uploader, self.replayer = tree, uploader, replayer
-        self.journal, self.link, self.clock = journal, link, clock
+        self.journal, self.link, self.record, self.clock = journal, link, record, clock
         self.delay, self.parallel = delay, max(1, parallel)
         self.load = LoadMeter(requests, clock.monotonic)
         self.due: dict[int, float] = {}   # ino -> monotonic time its upload is due
         self.uploading: set[int] = set()  # inos being uploaded now
+        self.failures: dict[int, Failure] = {}  # ino -> why its upload fails
         self._wake = trio.Event()
 
     # ------------------------------------------------------------- the queue
@@ -50,6 +69,11 @@ class WriteBack:
 
     def is_due(self, item: Item) -> bool:
         return item.ino in self.due
+
+    def renamed(self, item: Item) -> None:
+        """A new name may be one the server takes: a failing upload is tried soon."""
+        if item.ino in self.failures:
+            self.schedule(item)
 
     def all_due(self, items) -> None:
         """Every changed file now (back online, unmount, recovery)."""
@@ -101,17 +125,14 @@ class WriteBack:
 
     async def _upload_due(self, item: Item, limiter: trio.CapacityLimiter) -> None:
         try:
-            await self.uploader.upload(item)
+            await self._attempt(item)
         except Unavailable:
             self.due.setdefault(item.ino, 0.0)  # again when the server is back
-        except (SyncFailed, RemoteError, OSError) as exc:
-            log.error("upload of %s failed (%s); retrying in %g s", self.tree.path_of(item),
-                      exc, RETRY_AFTER)
-            self.due[item.ino] = self.clock.monotonic() + RETRY_AFTER
-        except Exception:  # a bug: say so with its traceback, keep the queue going
-            log.exception("upload of %s failed; retrying in %g s", self.tree.path_of(item),
-                          RETRY_AFTER)
-            self.due[item.ino] = self.clock.monotonic() + RETRY_AFTER
+        except (SyncFailed, RemoteError, OSError):
+            pass  # reported and due again (_attempt)
+        except Exception as exc:  # a bug: say so with its traceback, keep the queue going
+            log.exception("upload of %s failed", self.tree.path_of(item))
+            self._failed(item, f"internal error: {type(exc).__name__}: {exc}", logged=True)
         finally:
             self.uploading.discard(item.ino)
             limiter.release_on_behalf_of(item.ino)
@@ -119,7 +140,58 @@ class WriteBack:
     async def upload_now(self, item: Item) -> None:
         """A manual sync's upload: at once, whatever the queue says."""
         self.due.pop(item.ino, None)
-        await self.uploader.upload(item)
+        await self._attempt(item)
+
+    async def _attempt(self, item: Item) -> None:
+        try:
+            await self.uploader.upload(item)
+        except Unavailable:
+            raise
+        except (SyncFailed, RemoteError, OSError) as exc:
+            # The server refused (a name, a permission, no room) or the engine could
+            # not: not a bug, and retrying at once will not help.
+            path = self.tree.path_of(item)
+            reason = str(exc) or type(exc).__name__
+            self._failed(item, reason.removeprefix(f"{path}: "))
+            raise
+        if item.dirty and self.tree.item(item.ino) is item:
+            return  # to be tried again at once (a conflict decided again, a write meanwhile)
+        failure = self.failures.pop(item.ino, None)
+        if failure is not None:
+            path = self.tree.path_of(item)
+            log.info("upload of %s succeeded after %d failures", path, failure.attempts)
+            self.record.add_event(EVENT_UPLOAD, f"{path}: uploaded after {failure.attempts} "
+                                                f"failed attempts")
+
+    def _failed(self, item: Item, reason: str, logged: bool = False) -> None:
+        """Report a failed upload once (an event, the status, one log line); later
+        failures of the same file only count, and each waits twice as long."""
+        path = self.tree.path_of(item)
+        failure = self.failures.get(item.ino)
+        if failure is None:
+            failure = self.failures[item.ino] = Failure(reason, self.clock.time())
+            if not logged:
+                log.error("upload of %s failed: %s; retrying in %g s", path, reason,
+                          failure.retry_in)
+            self.record.add_event(EVENT_UPLOAD, f"{path}: upload failed: {reason}")
+        else:
+            failure.attempts += 1
+            failure.reason = reason
+            log.info("upload of %s failed again (%s); next try in %g s", path, reason,
+                     failure.retry_in)
+        self.due[item.ino] = self.clock.monotonic() + failure.retry_in
+
+    def failing(self) -> list[dict]:
+        """The files whose upload fails, and why (for the status)."""
+        out = []
+        for ino, failure in list(self.failures.items()):
+            item = self.tree.item(ino)
+            if item is None or not item.dirty:  # gone, or no longer to upload
+                del self.failures[ino]
+                continue
+            out.append({"path": self.tree.path_of(item), "reason": failure.reason,
+                        "since": failure.since})
+        return sorted(out, key=lambda f: f["path"])
 
     async def flush(self, items, timeout: float = math.inf) -> None:
         """Upload every changed file now; returns when done, offline, or at timeout."""

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol
 
 from sync.conflicts import conflict_names
+from sync.names import fit
 from sync.ports import Fingerprint, RemoteStat  # the values the engine speaks too
 
 from .. import errors
 
-# Names we write on the server while an upload is in flight; never listed.
+# Names we write on the server while an upload or a checked delete is in flight;
+# never listed, and the watcher ignores their changes.
 TEMP_PREFIX = ".~cscfs-"
+TEMP_HINT = 40  # at most this much of the original name in a temporary one
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +37,14 @@ class SpaceInfo:
 class RemoteStore(Protocol):
     url: str  # what the user named, without secrets
     stores_modes: bool  # False: permission bits are not kept (SMB); chmod is a no-op
+    name_max: int  # the longest name the server takes, in name_len's unit
 
     def check_name(self, name: str) -> None:
         """Raise errors.InvalidName, naming the rule, for a name the server refuses."""
+        ...
+
+    def name_len(self, name: str) -> int:
+        """A name's length as the server counts it (UTF-8 bytes, UTF-16 units)."""
         ...
 
     def stat(self, path: str) -> RemoteStat: ...
@@ -83,6 +91,17 @@ class RemoteStore(Protocol):
     # (the kernel may then cache names for cache_ttl). Without it: polled (attr_ttl).
 
 
+def temp_name(store, path: str, tag: str) -> str:
+    """A temporary name beside `path` for an upload ("tmp") or a checked delete
+    ("del"): TEMP_PREFIX, a random token and the start of the original name (so a
+    stray one, left by a crash, says whose it was), within the server's limit
+    whatever the original's length."""
+    parent, _, name = path.rpartition("/")
+    head = f"{TEMP_PREFIX}{secrets.token_hex(6)}-"
+    hint = fit("", name, "", TEMP_HINT, store.name_len)
+    return join(parent, fit(head, hint, f".{tag}", store.name_max, store.name_len))
+
+
 def check_expected(store, path: str, expected: Fingerprint | None) -> None:
     """Raise Changed unless `path` has the `expected` version (None: is absent)."""
     try:
@@ -102,7 +121,7 @@ def remove_if(store, path: str, expected: Fingerprint) -> RemoteStat | None:
     check and the removal lands on a new file at the name instead of being lost.
     Worst case left (# RACE): a writer that already had the old file open."""
     parent = path.rpartition("/")[0]
-    tmp = (f"{parent}/" if parent else "") + f"{TEMP_PREFIX}{secrets.token_hex(6)}.del"
+    tmp = temp_name(store, path, "del")
     try:
         store.rename(path, tmp, False)
     except errors.NotFound:
@@ -117,9 +136,10 @@ def remove_if(store, path: str, expected: Fingerprint) -> RemoteStat | None:
     except errors.AlreadyExists:
         pass
     # The name was taken meanwhile too: keep theirs beside it, never lose it.
-    for name in conflict_names(path.rpartition("/")[2], "server", time.time()):
+    for name in conflict_names(path.rpartition("/")[2], "server", time.time(),
+                               max_len=store.name_max, measure=store.name_len):
         try:
-            store.rename(tmp, (f"{parent}/" if parent else "") + name, False)
+            store.rename(tmp, join(parent, name), False)
             return st
         except errors.AlreadyExists:
             continue

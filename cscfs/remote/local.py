@@ -5,14 +5,15 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import secrets
 import stat as statmod
 import threading
 from typing import Callable, Iterable
 
+from sync.names import utf8_bytes
+
 from .. import errors
 from .base import (TEMP_PREFIX, Fingerprint, RemoteStat, SourceFailed, SpaceInfo,
-                   check_expected, guarded)
+                   check_expected, guarded, temp_name)
 
 log = logging.getLogger("cscfs.remote.local")
 
@@ -43,13 +44,21 @@ class LocalDirStore:
 
     stores_modes = True
     notify_complete = True  # inotify sees every change (watch() runs only on local fs)
+    name_max = 255  # NAME_MAX: bytes, on every Linux file system we serve from
 
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
         self.url = self.root
 
     def check_name(self, name: str) -> None:
-        pass  # the kernel already refuses "/" and NUL; everything else is allowed
+        # The kernel already refuses "/" and NUL; FUSE lets names up to 1024 bytes by.
+        if utf8_bytes(name) > self.name_max:
+            raise errors.InvalidName(f"{name!r} is longer than {self.name_max} bytes",
+                                     err=errno.ENAMETOOLONG)
+
+    @staticmethod
+    def name_len(name: str) -> int:
+        return utf8_bytes(name)
 
     # -- helpers -----------------------------------------------------------
     def _abs(self, path: str) -> str:
@@ -128,8 +137,7 @@ class LocalDirStore:
     def upload(self, path: str, chunks: Iterable[bytes], expected: Fingerprint | None,
                mode: int, mtime_ns: int) -> RemoteStat:
         check_expected(self, path, expected)
-        parent, name = os.path.split(path)
-        tmp = os.path.join(parent, f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp")
+        tmp = temp_name(self, path, "tmp")
 
         def write_tmp():
             fd = os.open(self._abs(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -146,7 +154,7 @@ class LocalDirStore:
 
         chunks = guarded(chunks)
         try:
-            self._call(tmp, write_tmp)
+            self._call(path, write_tmp)  # a failure names the file, not our temporary
             # RACE: another client may change `path` between the check above and
             # this rename; worst case their version is replaced by ours. SMB closes
             # this window with an exclusive open; a plain directory cannot.

@@ -13,7 +13,6 @@ import errno
 import itertools
 import logging
 import re
-import secrets
 import socket
 import struct
 import threading
@@ -25,13 +24,16 @@ from urllib.parse import unquote, urlsplit
 import smbclient
 from smbclient._io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO, set_info
 from smbprotocol import exceptions as smbexc
+from smbprotocol.header import NtStatus
 from smbprotocol.file_info import FileAttributes, FileInformationClass
 from smbprotocol.open import QueryDirectoryFlags
 from smbprotocol.structure import DateTimeField
 
+from sync.names import utf8_bytes, utf16_units
+
 from .. import errors
 from .base import (TEMP_PREFIX, Fingerprint, RemoteStat, SourceFailed, SpaceInfo,
-                   check_expected, guarded)
+                   check_expected, guarded, temp_name)
 
 log = logging.getLogger("cscfs.smb")
 # smbprotocol logs whole messages at DEBUG and a dead connection's worker thread at
@@ -46,6 +48,7 @@ _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
 _FORBIDDEN_CHARS = re.compile(r'[\\:*?"<>|\x00-\x1f]')
 _WILDCARDS = re.compile(r'[*?"<>]')  # a name with these cannot be a search pattern
 _COMPOUND_WRITE_MAX = 1 << 20
+NAME_MAX = 255  # UTF-16 units: SMB's and NTFS's limit
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,8 @@ def check_name(name: str) -> None:
         rule = "ends with a dot or a space"
     elif name.split(".", 1)[0].upper().rstrip(" ") in _RESERVED:
         rule = "is a reserved device name (CON, PRN, AUX, NUL, COM1-9, LPT1-9)"
-    elif len(name.encode("utf-16-le")) // 2 > 255:
-        rule = "is longer than 255 UTF-16 units"
+    elif utf16_units(name) > NAME_MAX:
+        rule = f"is longer than {NAME_MAX} UTF-16 units"
     if rule:
         raise errors.InvalidName(f"{name!r} {rule}")
 
@@ -226,6 +229,7 @@ class SMBStore:
     # disk only where its kernel change notify works (not in our test rig). So names stay
     # trusted for attr_ttl unless the config says trust_server_notify.
     notify_complete = False
+    name_max = NAME_MAX
 
     def __init__(self, target: SmbTarget, password: str | None, *, encrypt: bool | None = None,
                  timeout: float = 5.0):
@@ -311,7 +315,9 @@ class SMBStore:
             return errors.NotFound(f"{self.url}: no share named {self.target.share!r}")
         if isinstance(exc, smbexc.AccessDenied):
             return errors.PermissionDenied(f"{where}: access denied")
-        if isinstance(exc, smbexc.ObjectNameInvalid):
+        if isinstance(exc, smbexc.ObjectNameInvalid) or getattr(
+                exc, "ntstatus", None) == NtStatus.STATUS_OBJECT_NAME_INVALID:
+            # Samba also says so for a name longer than its disk's 255 bytes.
             return errors.InvalidName(f"{where}: the server refuses this name")
         if isinstance(exc, OSError) and isinstance(exc, smbexc.SMBException):
             err = exc.errno or errno.EIO
@@ -427,8 +433,7 @@ class SMBStore:
     def upload(self, path: str, chunks: Iterable[bytes], expected: Fingerprint | None,
                mode: int, mtime_ns: int) -> RemoteStat:
         check_expected(self, path, expected)
-        parent = path.rsplit("/", 1)[0] if "/" in path else ""
-        tmp = (f"{parent}/" if parent else "") + f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp"
+        tmp = temp_name(self, path, "tmp")
 
         def write_tmp(**kw) -> bool:
             # Create, write, set the time and close in one compound when the file fits
@@ -475,7 +480,7 @@ class SMBStore:
 
         chunks = guarded(chunks)
         try:
-            small = self._call(tmp, write_tmp)
+            small = self._call(path, write_tmp)  # a failure names the file, not our temporary
             # RACE: a change by another client between the last check and the rename is
             # replaced by ours; SMB2 has no rename conditional on the target's version.
             # A small file went in one round trip: checking again would not narrow it.
@@ -568,6 +573,13 @@ class SMBStore:
 
     def check_name(self, name: str) -> None:
         check_name(name)
+
+    @staticmethod
+    def name_len(name: str) -> int:
+        """The length of a name we make (a conflict copy, a temporary name): it must
+        fit both SMB's 255 UTF-16 units and, as Samba keeps names on a Linux disk,
+        255 bytes of UTF-8 there (Samba refuses longer ones as invalid)."""
+        return max(utf16_units(name), utf8_bytes(name))
 
     # -- change notification -----------------------------------------------------------
     def watch(self, on_change: Callable[[str], None], stop: threading.Event,
