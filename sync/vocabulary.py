@@ -20,6 +20,7 @@ EVENT_SYNC = "sync"      # a sync run: started, finished, failed, skipped and wh
 EVENT_QUOTA = "quota"    # the cache quota cannot be met
 EVENT_FILL = "fill"      # available offline: the pinned set does not fit, ...
 EVENT_DISK = "disk"      # the cache disk is full, or has room again
+EVENT_REDIRECT = "redirect"  # a redirected folder: files moved in, not mounted and why
 
 # Meta keys (meta.key).
 META_SERVER = "server"              # the server URL this cache belongs to

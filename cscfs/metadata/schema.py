@@ -120,7 +120,10 @@ table events -- what happened, for `cscfs events`
   kind           TEXT        'mode' (a mode change), 'sync' (a sync ran, finished,
                              failed or was skipped), 'quota' (the cache quota cannot
                              be met), 'fill' (available offline: the pinned files do
-                             not fit the cache quota); sync/vocabulary.py
+                             not fit the cache quota), 'disk' (the cache disk is full
+                             or has room again), 'redirect' (a redirected folder:
+                             files moved in, or not mounted and why);
+                             sync/vocabulary.py
   mode           TEXT        kind 'mode': the mode entered ('online', 'slow-link',
                              'offline', 'work-offline', 'always-offline'); else NULL
   reason         TEXT        why or what: 'median RTT 52 ms > 35 ms', 'unreachable:
