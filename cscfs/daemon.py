@@ -104,9 +104,9 @@ def plan_mount(server: str, mountpoint: str, data_dir: str | None,
     if os.listdir(mountpoint):
         raise UserError(f"mount point {mountpoint} is not empty")
     data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir(mountpoint)))
-    known_server = _known_server(data_dir)
-    if known_server is not None and known_server != store.url:
-        raise UserError(f"data dir {data_dir} holds the cache of {known_server}, "
+    known = known_server(data_dir)
+    if known is not None and known != store.url:
+        raise UserError(f"data dir {data_dir} holds the cache of {known}, "
                         f"not {store.url}: give another --data-dir")
     parse_probe(options.probe)
     reachable = server_state != "unreachable"
@@ -119,7 +119,7 @@ def plan_mount(server: str, mountpoint: str, data_dir: str | None,
     except errors.NotFound as exc:
         raise UserError(f"server {store.url} does not exist ({exc})") from None
     except errors.Unavailable as exc:
-        if known_server is None:  # nothing cached to start from
+        if known is None:  # nothing cached to start from
             raise UserError(f"server {store.url} does not exist or is unreachable "
                             f"({exc})") from None
         reachable = False
@@ -137,7 +137,8 @@ class _Checked(Exception):
     pass
 
 
-def _known_server(data_dir: str) -> str | None:
+def known_server(data_dir: str) -> str | None:
+    """The server whose cache the data dir holds (None: no cache yet)."""
     db = os.path.join(data_dir, "state.db")
     if not os.path.exists(db):
         return None
