@@ -259,7 +259,12 @@ def logout(folder_name: str) -> int:
     """ExecStop: upload what is pending (within the unit's stop time), unmount, and
     return only once the daemon has exited and let go of its data dir."""
     entry = _entry(folders.canonical(folder_name))
-    _unmount(entry, force=False, within=unit.FLUSH_WITHIN)
+    answer = _unmount(entry, force=False, within=unit.FLUSH_WITHIN)
+    if answer.get("pending"):
+        print(f"unmounted {entry.path}; {answer['pending']} changes not uploaded yet (kept "
+              f"in the cache, uploaded at the next mount)")
+    else:
+        print(f"unmounted {entry.path}; uploaded {answer.get('uploaded', 0)} pending files")
     return 0
 
 
