@@ -297,11 +297,12 @@ class Daemon:
             nursery.cancel_scope.cancel()
 
     async def _announce(self) -> None:
-        """READY=1 to systemd once the mount answers (a listing through the kernel,
-        served by this process), then the status line while it changes."""
+        """READY=1 to systemd once the mount answers (a stat of its root through the
+        kernel, served by this process; not a listing: that would hold the root's
+        lock against the watcher's invalidations), then the status line."""
         from .sd_notify import status_line
 
-        await trio.to_thread.run_sync(os.listdir, self.plan.mountpoint)
+        await trio.to_thread.run_sync(os.stat, self.plan.mountpoint)
         self.notifier.ready(status_line(self.client.status()))
         if self.after_ready is not None:
             for line in await trio.to_thread.run_sync(self.after_ready):

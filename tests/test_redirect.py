@@ -286,6 +286,17 @@ def test_a_computer_that_is_not_primary_refuses(home):
     (home.share.root / ".cscfs" / "primary-computers").write_text(MACHINE + "\n")
     home.redirect_documents()
     assert home.mounted()
+    # No longer primary: at the next login the unit does not mount and applies the
+    # folder's removal policy (leave: the files stay on the server, the unit goes).
+    subprocess.run(home.unit_command("ExecStop"), check=True, timeout=120)
+    (home.share.root / ".cscfs" / "primary-computers").write_text("ffff\n")
+    login = subprocess.run(home.unit_command("ExecStart"), capture_output=True, text=True,
+                           timeout=120)
+    assert login.returncode == 0 and "not a primary computer" in login.stderr
+    assert not home.mounted() and not home.unit_file().exists()
+    assert home.docs.is_dir() and list(home.docs.iterdir()) == []
+    assert tree(home.share.root)["notes.txt"] == before["notes.txt"]
+    assert json.loads(cscfs("redirect", "--list", "--json").stdout) == []
 
 
 @pytest.mark.parametrize("case", ["unknown folder", "already redirected", "unreachable",
