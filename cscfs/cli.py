@@ -333,6 +333,79 @@ def _failures(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@cli.command()
+@click.argument("folder", required=False)
+@click.argument("server", required=False)
+@click.option("--credentials", "credentials_file", metavar="FILE",
+              help="SMB: a cifs-style credentials file, readable by you only (its path is "
+                   "kept for the login mount; the password stays in it)")
+@click.option("--no-move", is_flag=True,
+              help="leave the folder's present contents aside in a folder next to it "
+                   "instead of moving them to the server")
+@click.option("--removal-policy", type=click.Choice(["leave", "move-back"]), default="leave",
+              show_default=True, help="what a computer that is not primary does with it")
+@click.option("--remove", is_flag=True, help="stop redirecting FOLDER (with --move-back "
+              "or --leave)")
+@click.option("--move-back", is_flag=True, help="with --remove: copy the files back here")
+@click.option("--leave", is_flag=True, help="with --remove: leave the files on the server")
+@click.option("--force", is_flag=True, help="with --remove: even when pending changes "
+              "cannot reach the server (they stay in the cache for a later mount)")
+@click.option("--list", "as_list", is_flag=True, help="list the redirected folders")
+@click.option("--json", "as_json", is_flag=True, help="with --list: machine-readable")
+@click.option("--login", is_flag=True, hidden=True)
+@click.option("--logout", is_flag=True, hidden=True)
+def redirect(folder, server, credentials_file, no_move, removal_policy, remove, move_back,
+             leave, force, as_list, as_json, login, logout):
+    """Redirect an XDG user folder (documents, desktop, pictures, music, videos,
+    download, templates, publicshare) to SERVER: its files move to the server and
+    cscfs mounts it at the same path, available offline, at every login.
+
+    \b
+    cscfs redirect FOLDER SERVER [--credentials FILE] [--no-move]
+    cscfs redirect --remove FOLDER --move-back | --leave [--force]
+    cscfs redirect --list [--json]
+    """
+    from .redirect import flows
+
+    modes_given = sum(map(bool, (remove, as_list, login, logout)))
+    if modes_given > 1:
+        raise UserError("give one of --remove, --list")
+    if as_list:
+        if folder or server:
+            raise UserError("--list takes no FOLDER or SERVER")
+        return _redirect_list(flows.listing(), as_json)
+    if not folder:
+        raise UserError("give FOLDER (e.g. documents)")
+    if login or logout:
+        return flows.login(folder) if login else flows.logout(folder)
+    if remove:
+        if move_back == leave or server:
+            raise UserError("--remove FOLDER takes one of --move-back, --leave (and no SERVER)")
+        return flows.remove(folder, "move-back" if move_back else "leave", force, click.echo)
+    if move_back or leave or force:
+        raise UserError("--move-back, --leave and --force go with --remove")
+    if not server:
+        raise UserError("give SERVER (smb://USER@HOST/SHARE[/PATH] or a folder)")
+    return flows.redirect(folder, server, credentials_file, no_move, removal_policy, click.echo)
+
+
+def _redirect_list(rows: list[dict], as_json: bool) -> int:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        click.echo("no folder is redirected")
+    for r in rows:
+        pending = ("" if r["pending_uploads"] is None else
+                   f", {r['pending_uploads']} pending uploads, "
+                   f"{r['pending_changes']} offline changes")
+        mode = r["mode"] or "not mounted"
+        click.echo(f"{r['folder']:12} {r['path']} -> {r['server']}  [unit: {r['unit']}; "
+                   f"{mode}{pending}]" + ("" if r["state"] == "redirected"
+                                           else " (move unfinished)"))
+    return 0
+
+
 def _offline_line(p: dict | None) -> str:
     """How much of the pinned set is available offline, and what the filler does."""
     if not p:

@@ -93,6 +93,12 @@ class Options:
         "", "HOST:PORT to probe for a folder server (an NFS or CIFS mount's server)")
     encrypt: bool = _opt(
         False, "SMB: encrypt all traffic even when the server does not require it")
+    primary_computers: str = _opt(
+        "", "machine ids (/etc/machine-id) of the primary computers, a list or comma-"
+            "separated; a .cscfs/primary-computers file at the server's root wins")
+    primary_computers_only: bool = _opt(
+        False, "redirected folders are mounted on primary computers only; any other "
+               "computer applies the folder's removal policy instead")
 
 
 OPTION_HELP = {f.name: f.metadata["help"] for f in fields(Options)}
@@ -113,6 +119,9 @@ def load_options(path: str | None = None, **overrides) -> Options:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise UserError(f"config file {path}: {exc}") from None
     known = {f.name: f.type for f in fields(Options)}
+    ids = values.get("primary_computers")
+    if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
+        values["primary_computers"] = ",".join(ids)
     for key, value in values.items():
         if key not in known:
             raise UserError(f"config file {path}: unknown option {key!r}")

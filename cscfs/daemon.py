@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import trio
 
-from sync.vocabulary import META_SERVER
+from sync.vocabulary import EVENT_REDIRECT, META_SERVER
 
 from . import commands, control, errors
 from .cache import ContentStore
@@ -104,9 +104,9 @@ def plan_mount(server: str, mountpoint: str, data_dir: str | None,
     if os.listdir(mountpoint):
         raise UserError(f"mount point {mountpoint} is not empty")
     data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir(mountpoint)))
-    known_server = _known_server(data_dir)
-    if known_server is not None and known_server != store.url:
-        raise UserError(f"data dir {data_dir} holds the cache of {known_server}, "
+    known = known_server(data_dir)
+    if known is not None and known != store.url:
+        raise UserError(f"data dir {data_dir} holds the cache of {known}, "
                         f"not {store.url}: give another --data-dir")
     parse_probe(options.probe)
     reachable = server_state != "unreachable"
@@ -119,7 +119,7 @@ def plan_mount(server: str, mountpoint: str, data_dir: str | None,
     except errors.NotFound as exc:
         raise UserError(f"server {store.url} does not exist ({exc})") from None
     except errors.Unavailable as exc:
-        if known_server is None:  # nothing cached to start from
+        if known is None:  # nothing cached to start from
             raise UserError(f"server {store.url} does not exist or is unreachable "
                             f"({exc})") from None
         reachable = False
@@ -137,7 +137,8 @@ class _Checked(Exception):
     pass
 
 
-def _known_server(data_dir: str) -> str | None:
+def known_server(data_dir: str) -> str | None:
+    """The server whose cache the data dir holds (None: no cache yet)."""
     db = os.path.join(data_dir, "state.db")
     if not os.path.exists(db):
         return None
@@ -212,12 +213,21 @@ def setup_logging(data_dir: str, foreground: bool) -> None:
         root.addHandler(stream)
 
 
+STATUS_INTERVAL = 2.0  # s between checks of the status line given to systemd
+
+
 class Daemon:
-    def __init__(self, plan: MountPlan, options: Options):
+    def __init__(self, plan: MountPlan, options: Options, after_ready=None):
+        """`after_ready`: a blocking function run in a thread once the mount answers
+        (it may use the mount); it returns event lines to record (a redirected
+        folder moves what landed in it while unmounted)."""
         from .client import Client
         from .fuse_ops import FuseInvalidator, FuseOperations
+        from .sd_notify import Notifier
 
         self.plan = plan
+        self.after_ready = after_ready
+        self.notifier = Notifier()
         self.lock_fd = _lock_data_dir(plan.data_dir)
         self.state = State(os.path.join(plan.data_dir, "state.db"))
         self.state.set_meta(META_SERVER, plan.store.url)
@@ -258,7 +268,8 @@ class Daemon:
             before = client.pending_uploads
             remaining = before
             if not request.get("force"):
-                remaining = await client.flush_uploads(math.inf)
+                remaining = await client.flush_uploads(float(request.get("within", math.inf)))
+            self.notifier.stopping()
             return {"pending_before": before, "uploaded": before - remaining,
                     "pending": remaining, "_after": fuse_ops.terminate}
         raise UserError(f"unknown request {cmd!r}")
@@ -281,8 +292,25 @@ class Daemon:
             await nursery.start(self.client.run)
             nursery.start_soon(control.serve, sock, self.handle)
             nursery.start_soon(self._signals)
+            nursery.start_soon(self._announce)
             await fuse_ops.serve()
             nursery.cancel_scope.cancel()
+
+    async def _announce(self) -> None:
+        """READY=1 to systemd once the mount answers (a stat of its root through the
+        kernel, served by this process; not a listing: that would hold the root's
+        lock against the watcher's invalidations), then the status line."""
+        from .sd_notify import status_line
+
+        await trio.to_thread.run_sync(os.stat, self.plan.mountpoint)
+        self.notifier.ready(status_line(self.client.status()))
+        if self.after_ready is not None:
+            for line in await trio.to_thread.run_sync(self.after_ready):
+                self.state.add_event(EVENT_REDIRECT, line)
+                log.info("%s", line)
+        while self.notifier.enabled:
+            self.notifier.status(status_line(self.client.status()))
+            await trio.sleep(STATUS_INTERVAL)
 
     async def _signals(self) -> None:
         import signal
@@ -293,6 +321,7 @@ class Daemon:
             async for sig in sigs:
                 log.info("signal %d: unmounting; %d changed files upload at the next mount",
                          sig, self.client.pending_uploads)
+                self.notifier.stopping()
                 fuse_ops.terminate()
                 return
 
@@ -312,10 +341,11 @@ class Daemon:
         log.info("unmounted %s", self.plan.mountpoint)
 
 
-def run_foreground(plan: MountPlan, options: Options, ready_fd: int | None) -> int:
+def run_foreground(plan: MountPlan, options: Options, ready_fd: int | None,
+                   after_ready=None) -> int:
     setup_logging(plan.data_dir, foreground=True)
     try:
-        daemon = Daemon(plan, options)
+        daemon = Daemon(plan, options, after_ready)
     except UserError as exc:
         if ready_fd is not None:
             os.write(ready_fd, f"error: {exc}\n".encode())
@@ -339,6 +369,7 @@ def run_foreground(plan: MountPlan, options: Options, ready_fd: int | None) -> i
         raise errors.CscfsError(f"mount failed: {exc}") from None
     finally:
         daemon.close()
+        daemon.notifier.close()
         if profiler is not None:
             profiler.stop()
             with open(profile_path, "w") as f:

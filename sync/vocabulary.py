@@ -21,6 +21,7 @@ EVENT_QUOTA = "quota"    # the cache quota cannot be met
 EVENT_FILL = "fill"      # available offline: the pinned set does not fit, ...
 EVENT_DISK = "disk"      # the cache disk is full, or has room again
 EVENT_UPLOAD = "upload"  # a file's upload fails for good (once), or succeeds again
+EVENT_REDIRECT = "redirect"  # a redirected folder: files moved in, not mounted and why
 
 # Meta keys (meta.key).
 META_SERVER = "server"              # the server URL this cache belongs to

@@ -122,7 +122,8 @@ table events -- what happened, for `cscfs events`
                              be met), 'fill' (available offline: the pinned files do
                              not fit the cache quota), 'upload' (a file's upload
                              fails, reported once; or succeeds again), 'disk' (the
-                             cache disk is full, or has room again);
+                             cache disk is full, or has room again), 'redirect' (a
+                             redirected folder: files moved in, or not mounted and why);
                              sync/vocabulary.py
   mode           TEXT        kind 'mode': the mode entered ('online', 'slow-link',
                              'offline', 'work-offline', 'always-offline'); else NULL

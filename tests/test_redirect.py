@@ -1,0 +1,328 @@
+"""Folder Redirection against a real Samba share and real FUSE mounts, in a
+temporary HOME: `cscfs redirect documents smb://...` moves the files to the server
+and mounts the folder at the same path; its login unit; removal; bad input."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from cscfs.daemon import fuse_mounts
+
+from .conftest import FAST, IN_CI, cscfs, require_fuse, wait_for
+
+MACHINE = "0123456789abcdef0123456789abcdef"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under root."""
+    return {str(p.relative_to(root)): digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class Home:
+    def __init__(self, base: Path, share):
+        self.base, self.share = base, share
+        self.home = base / "home"
+        self.docs = self.home / "Documents"
+        self.config = self.home / ".config"
+        self.runtime = tempfile.mkdtemp(prefix="cs-")  # short: socket paths
+        self.env = {"HOME": str(self.home), "XDG_CONFIG_HOME": str(self.config),
+                    "XDG_DATA_HOME": str(self.home / ".local" / "share"),
+                    "XDG_RUNTIME_DIR": self.runtime,
+                    "CSCFS_MACHINE_ID_FILE": str(base / "machine-id")}
+        (base / "machine-id").write_text(MACHINE + "\n")
+        (self.config / "cscfs").mkdir(parents=True)
+        self.write_config("")
+
+    def write_config(self, extra: str) -> None:
+        (self.config / "cscfs" / "config.toml").write_text(
+            f"attr_ttl = {FAST.attr_ttl}\nprobe_interval = {FAST.probe_interval}\n"
+            f"write_back_delay = {FAST.write_back_delay}\n{extra}")
+
+    def fill(self) -> dict[str, str]:
+        """A Documents folder with files and subfolders; one name the share has too."""
+        (self.docs / "letters" / "2026").mkdir(parents=True)
+        (self.docs / "docs").mkdir()
+        (self.docs / "notes.txt").write_text("my notes\n")
+        (self.docs / "letters" / "2026" / "bank.odt").write_bytes(os.urandom(3 << 20))
+        (self.docs / "letters" / "empty").write_bytes(b"")
+        (self.docs / "docs" / "report.txt").write_text("my own report\n")  # the share has one
+        return tree(self.docs)
+
+    def unit_file(self) -> Path:
+        return self.config / "systemd" / "user" / "cscfs-redirect-documents.service"
+
+    def unit_command(self, key: str) -> list[str]:
+        for line in self.unit_file().read_text().splitlines():
+            if line.startswith(key + "="):
+                return shlex.split(line.split("=", 1)[1])
+        raise AssertionError(f"no {key} in the unit")
+
+    def redirect(self, *args: str) -> subprocess.CompletedProcess:
+        return cscfs("redirect", *args, check=False)
+
+    def redirect_documents(self) -> subprocess.CompletedProcess:
+        proc = self.redirect("documents", self.share.url, "--credentials",
+                             str(self.share.credentials))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    def mounted(self) -> bool:
+        return str(self.docs) in fuse_mounts()
+
+    def cleanup(self) -> None:
+        if self.mounted():
+            cscfs("unmount", str(self.docs), "--force", check=False)
+        if self.mounted():
+            subprocess.run(["fusermount3", "-u", "-z", str(self.docs)], check=False)
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+
+@pytest.fixture
+def home(tmp_path, smb_share, monkeypatch):
+    require_fuse()
+    h = Home(tmp_path, smb_share)
+    for key, value in h.env.items():
+        monkeypatch.setenv(key, value)
+    h.docs.mkdir(parents=True)
+    try:
+        yield h
+    finally:
+        h.cleanup()
+
+
+def test_documents_are_moved_to_the_server_and_mounted_at_the_same_path(home):
+    before = home.fill()
+    server_report = home.share.root / "docs" / "report.txt"
+    theirs = digest(server_report)
+    out = home.redirect_documents().stdout
+    assert "verified by hash on the server" in out
+    assert "conflict: docs/report.txt" in out
+    assert home.mounted()
+    on_server = tree(home.share.root)
+    for rel, h in before.items():
+        if rel == "docs/report.txt":  # both kept: theirs at the name, ours beside it
+            assert on_server[rel] == theirs
+            copy = [r for r in on_server if r.startswith("docs/report (conflict ")]
+            assert len(copy) == 1 and on_server[copy[0]] == h
+        else:
+            assert on_server[rel] == h, rel
+        assert digest(home.docs / rel) == on_server[rel]  # the same path, through the mount
+    conflicts = json.loads(cscfs("conflicts", str(home.docs), "--json").stdout)
+    assert [c["path"] for c in conflicts] == ["docs/report.txt"]
+    xdg = subprocess.run(["xdg-user-dir", "DOCUMENTS"], capture_output=True, text=True)
+    assert xdg.stdout.strip() == str(home.docs)
+    listed = json.loads(cscfs("redirect", "--list", "--json").stdout)
+    assert [(r["folder"], r["server"], r["mounted"]) for r in listed] == [
+        ("documents", home.share.url, True)]
+    assert listed[0]["mode"] == "online" and listed[0]["pending_uploads"] == 0
+    status = json.loads(cscfs("status", str(home.docs), "--json").stdout)
+    wait_for(lambda: json.loads(cscfs("status", str(home.docs), "--json").stdout)
+             ["available_offline"]["activity"] == "complete", 30, what="the fill")
+    assert status["server"] == home.share.url
+    # the password stays in its file: the registry keeps only where that file is
+    registry = (home.config / "cscfs" / "redirect.toml").read_text()
+    assert "password" not in registry and str(home.share.credentials) in registry
+
+
+def test_the_login_unit_is_valid(home):
+    home.redirect_documents()
+    if shutil.which("systemd-analyze") is None:
+        if IN_CI:
+            pytest.fail("systemd-analyze is required in CI (apt-get install systemd)")
+        pytest.skip("systemd-analyze is missing")
+    proc = subprocess.run(["systemd-analyze", "--user", "verify", str(home.unit_file())],
+                          capture_output=True, text=True)
+    problems = [line for line in proc.stderr.splitlines() if home.unit_file().name in line]
+    assert proc.returncode == 0 and problems == [], proc.stderr
+    text = home.unit_file().read_text()
+    assert "Type=notify" in text and "Restart=on-failure" in text
+    assert "network-online" not in text.replace("# No network-online.target", "")
+
+
+def test_execstart_is_ready_only_once_the_mount_answers_and_moves_strays_in(home, tmp_path):
+    home.fill()
+    home.redirect_documents()
+    stop = subprocess.run(home.unit_command("ExecStop"), capture_output=True, text=True,
+                          timeout=120)
+    assert stop.returncode == 0 and not home.mounted(), stop.stderr
+    assert home.docs.is_dir() and list(home.docs.iterdir()) == []  # kept for xdg-user-dirs
+    (home.docs / "early.txt").write_text("saved while not mounted\n")  # an app too early
+
+    address = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(60)
+    proc = subprocess.Popen(home.unit_command("ExecStart"),
+                            env=dict(os.environ, NOTIFY_SOCKET=address))
+    try:
+        first = sock.recv(4096).decode().splitlines()
+        assert "READY=1" in first
+        assert home.mounted()  # it answers: the listing comes from the mount
+        assert "notes.txt" in os.listdir(home.docs)
+        assert any(line.startswith("STATUS=online; ") for line in first)
+        status = []
+        while not any("available offline" in s for s in status) or len(status) < 2:
+            status += sock.recv(4096).decode().splitlines()
+        assert all(s.startswith("STATUS=") for s in status)
+        wait_for(lambda: (home.share.root / "early.txt").exists(), 20, what="the stray upload")
+        assert (home.docs / "early.txt").read_text() == "saved while not mounted\n"
+        events = json.loads(cscfs("events", str(home.docs), "--json").stdout)
+        assert any(e["kind"] == "redirect" and "while it was not mounted" in e["reason"]
+                   for e in events)
+        stop = subprocess.run(home.unit_command("ExecStop"), capture_output=True, text=True,
+                              timeout=120)
+        assert stop.returncode == 0, stop.stderr
+        # ExecStop returns once the daemon is gone and its data dir is free
+        assert proc.poll() == 0
+        data_dir = Path(home.env["XDG_DATA_HOME"]) / "cscfs"
+        lock = next(data_dir.glob("*/lock"))
+        with open(lock) as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert not home.mounted()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+        sock.close()
+
+
+def test_a_move_cut_by_kill_9_resumes_and_loses_nothing(home):
+    for i in range(300):
+        sub = home.docs / f"folder{i % 7}"
+        sub.mkdir(exist_ok=True)
+        (sub / f"file{i}.bin").write_bytes(os.urandom(4096 + i))
+    before = tree(home.docs)
+    argv = [sys.executable, "-m", "cscfs", "redirect", "documents", home.share.url,
+            "--credentials", str(home.share.credentials)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journals = Path(home.env["XDG_DATA_HOME"]) / "cscfs"
+
+    def moved_some() -> bool:
+        found = list(journals.glob("*/move-journal.jsonl"))
+        return bool(found) and found[0].read_text().count('"done"') >= 30
+
+    try:
+        wait_for(moved_some, 60, interval=0.005, what="a move under way")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert not home.mounted()
+    left = tree(home.docs)
+    assert 0 < len(left) < len(before)
+    on_server = tree(home.share.root)
+    for rel, h in before.items():  # every file is here or on the server, intact
+        assert left.get(rel) == h or on_server.get(rel) == h, rel
+
+    out = home.redirect_documents().stdout
+    assert "resuming the unfinished move" in out
+    on_server = tree(home.share.root)
+    assert all(on_server[rel] == h for rel, h in before.items())
+    assert not any("conflict" in rel for rel in on_server)
+    assert tree(home.docs) == {**before, "hello.txt": on_server["hello.txt"],
+                               "docs/report.txt": on_server["docs/report.txt"]}
+
+
+def test_remove_move_back_puts_every_file_back_here(home):
+    before = home.fill()
+    home.redirect_documents()
+    (home.docs / "letters" / "written-in-the-mount.txt").write_text("new\n")
+    out = home.redirect("--remove", "documents", "--move-back")
+    assert out.returncode == 0, out.stderr
+    assert "no longer redirected" in out.stdout
+    assert not home.mounted() and not home.unit_file().exists()
+    here = tree(home.docs)
+    assert here["letters/written-in-the-mount.txt"] == digest(
+        home.share.root / "letters" / "written-in-the-mount.txt")
+    assert all(rel in here for rel in before)
+    assert here["letters/2026/bank.odt"] == before["letters/2026/bank.odt"]
+    assert json.loads(cscfs("redirect", "--list", "--json").stdout) == []
+    assert subprocess.run(["xdg-user-dir", "DOCUMENTS"], capture_output=True,
+                          text=True).stdout.strip() == str(home.docs)
+
+
+def test_remove_leave_leaves_the_files_on_the_server(home):
+    before = home.fill()
+    home.redirect_documents()
+    (home.docs / "late.txt").write_text("written just before\n")
+    out = home.redirect("--remove", "documents", "--leave")
+    assert out.returncode == 0, out.stderr
+    assert not home.mounted() and not home.unit_file().exists()
+    assert home.docs.is_dir() and list(home.docs.iterdir()) == []
+    on_server = tree(home.share.root)
+    assert on_server["late.txt"] == hashlib.sha256(b"written just before\n").hexdigest()
+    assert on_server["letters/2026/bank.odt"] == before["letters/2026/bank.odt"]
+
+
+def test_a_computer_that_is_not_primary_refuses(home):
+    before = home.fill()
+    home.write_config(f'primary_computers_only = true\nprimary_computers = ["{MACHINE}"]\n')
+    (home.share.root / ".cscfs").mkdir()
+    (home.share.root / ".cscfs" / "primary-computers").write_text(
+        "# the office desktops\nffffffffffffffffffffffffffffffff\n")
+    out = home.redirect("documents", home.share.url, "--credentials", str(home.share.credentials))
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "not a primary computer" in out.stderr
+    assert "server's .cscfs/primary-computers" in out.stderr  # the server's copy wins
+    assert tree(home.docs) == before and not home.mounted()
+    assert not (home.share.root / "notes.txt").exists()
+    (home.share.root / ".cscfs" / "primary-computers").write_text(MACHINE + "\n")
+    home.redirect_documents()
+    assert home.mounted()
+    # No longer primary: at the next login the unit does not mount and applies the
+    # folder's removal policy (leave: the files stay on the server, the unit goes).
+    subprocess.run(home.unit_command("ExecStop"), check=True, timeout=120)
+    (home.share.root / ".cscfs" / "primary-computers").write_text("ffff\n")
+    login = subprocess.run(home.unit_command("ExecStart"), capture_output=True, text=True,
+                           timeout=120)
+    assert login.returncode == 0 and "not a primary computer" in login.stderr
+    assert not home.mounted() and not home.unit_file().exists()
+    assert home.docs.is_dir() and list(home.docs.iterdir()) == []
+    assert tree(home.share.root)["notes.txt"] == before["notes.txt"]
+    assert json.loads(cscfs("redirect", "--list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("case", ["unknown folder", "already redirected", "unreachable",
+                                  "credentials readable by others"])
+def test_bad_input_is_one_line_and_changes_nothing(home, case):
+    before = home.fill()
+    args = ["documents", home.share.url, "--credentials", str(home.share.credentials)]
+    want = 2
+    if case == "unknown folder":
+        args[0] = "Documnets"
+    elif case == "already redirected":
+        home.redirect_documents()
+        before = tree(home.docs)
+    elif case == "unreachable":
+        args[1] = f"smb://{home.share.rig.user}@127.0.0.1:1/share"
+        want = 1
+    else:
+        cred = home.base / "cred"
+        shutil.copy(home.share.credentials, cred)
+        cred.chmod(0o644)
+        args[3] = str(cred)
+    registry = home.config / "cscfs" / "redirect.toml"
+    registry_before = registry.read_text() if registry.exists() else None
+    server_before = tree(home.share.root)
+    out = home.redirect(*args)
+    assert out.returncode == want, out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("cscfs: error: ")
+    assert tree(home.docs) == before
+    assert tree(home.share.root) == server_before
+    assert (registry.read_text() if registry.exists() else None) == registry_before
