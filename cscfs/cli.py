@@ -21,6 +21,7 @@ import click
 from . import control
 from .config import OPTION_HELP, load_options, socket_path
 from .errors import CscfsError, UserError
+from .textfmt import size_text
 
 
 def _ask(mountpoint: str, payload: dict, timeout: float | None = 30.0, on_progress=None) -> dict:
@@ -141,11 +142,11 @@ def status(mountpoint, as_json):
         ("failing uploads", _failures(s.get("upload_failures") or [])),
         ("pending changes", f"{s['pending_changes']} (folder changes made offline)"),
         ("open conflicts", s["open_conflicts"]),
-        ("cached", f"{s['cached_items']} files, {_size(s['cached_bytes'])}" +
-                   (f" of {_size(s['cache_quota_bytes'])} allowed"
+        ("cached", f"{s['cached_items']} files, {size_text(s['cached_bytes'])}" +
+                   (f" of {size_text(s['cache_quota_bytes'])} allowed"
                     if s.get("cache_quota_bytes") else "")),
         ("available offline", _offline_line(s.get("available_offline"))),
-        ("cache disk", f"FULL: {_size(s['pending_upload_bytes'])} of changes wait for upload; "
+        ("cache disk", f"FULL: {size_text(s['pending_upload_bytes'])} of changes wait for upload; "
                        f"delete files or make room in the data dir"
          if s.get("cache_disk_full") else "room left"),
         ("last upload", f"{_when(last['at'])} {last['path']}" if last else "none yet"),
@@ -259,7 +260,7 @@ def sync(mountpoint, paths):
         _ask(mp, {"cmd": "sync", "paths": rel}, timeout=None, on_progress=on_progress)
     s = summary
     click.echo(f"synced: {s['replayed']} offline changes replayed, {s['uploaded']} uploaded, "
-               f"{s['downloaded']} downloaded ({_size(s['bytes'])}), {s['failed']} failed, "
+               f"{s['downloaded']} downloaded ({size_text(s['bytes'])}), {s['failed']} failed, "
                f"{s['new_conflicts']} new conflicts, {s['open_conflicts']} open, "
                f"in {s['seconds']:.1f} s")
     if s.get("costed"):
@@ -411,7 +412,7 @@ def _offline_line(p: dict | None) -> str:
     if not p:
         return "unknown"
     line = (f"{p['files_done']} of {p['files_total']} pinned files, "
-            f"{_size(p['bytes_done'])} of {_size(p['bytes_total'])}")
+            f"{size_text(p['bytes_done'])} of {size_text(p['bytes_total'])}")
     doing = p["activity"] + (f"; waiting: {p['waiting_for']}" if p["waiting_for"] else "")
     if p["over_quota"]:
         doing += "; the pinned files do not all fit the cache quota"
@@ -422,12 +423,6 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from .. import control, credentials, daemon, errors
 from ..config import Options, default_data_dir, load_options, socket_path
 from ..errors import CscfsError, UserError
 from ..remote import open_store
+from ..textfmt import size_text
 from . import folders, primary, registry, unit
 from .mover import DirTarget, Mover, StoreTarget, file_digest, unmovable
 from .registry import REDIRECTED, Redirection
@@ -78,14 +79,6 @@ def _record(data_dir: str, events: list[str], conflicts=()) -> None:
             state.add_event(EVENT_REDIRECT, line)
     finally:
         state.close()
-
-
-def _size(n: float) -> str:
-    for u in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or u == "GiB":
-            return f"{n:.0f} {u}" if u == "B" else f"{n:.1f} {u}"
-        n /= 1024
-    return str(n)
 
 
 # ------------------------------------------------------------------ redirect
@@ -172,7 +165,7 @@ def _move_to_server(path: str, store, data_dir: str, echo: Echo) -> None:
     if mover.journal.exists:
         echo(f"resuming the unfinished move of {path}")
     report = mover.run()
-    lines = [f"moved {report.files} files ({_size(report.bytes)}) from {path} to "
+    lines = [f"moved {report.files} files ({size_text(report.bytes)}) from {path} to "
              f"{store.url}, each verified by hash on the server"]
     for name, ours in report.conflicts:
         lines.append(f"conflict: {name} exists on the server too; ours is kept as {ours}")
@@ -248,7 +241,7 @@ def _move_strays(entry: Redirection, base: str | None) -> list[str]:
                        os.path.join(entry.data_dir, f"incoming-{batch}.jsonl")).run()
         os.rmdir(src)
         lines.append(f"moved {report.files} files that were put in {entry.path} while it "
-                     f"was not mounted into the mount ({_size(report.bytes)})")
+                     f"was not mounted into the mount ({size_text(report.bytes)})")
         lines += [f"conflict: {n} was in the mount too; theirs kept as {o}"
                   for n, o in report.conflicts]
     os.rmdir(base)
@@ -330,7 +323,7 @@ def remove(folder_name: str, how: str, force: bool, echo: Echo, from_unit: bool 
     restore = _beside(path, "restore")
     if how == "move-back":
         n, size = _copy_back(path, restore)
-        echo(f"copied {n} files ({_size(size)}) back from the server, verified")
+        echo(f"copied {n} files ({size_text(size)}) back from the server, verified")
     if entry.unit and not from_unit and unit.manager_runs():
         unit.systemctl("stop", unit.unit_name(folder))
     _unmount(entry, force=True)
