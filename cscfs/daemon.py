@@ -28,6 +28,8 @@ from .metadata import State
 from .remote import RemoteStore, open_store
 
 log = logging.getLogger("cscfs.daemon")
+# "0": invalidate names as kernels before Linux 6.16 need it (to test that way here)
+ENV_FUSE_EPOCH = "CSCFS_FUSE_EPOCH"
 
 
 @dataclass
@@ -223,7 +225,8 @@ class Daemon:
         self.state.set_meta(META_SERVER, plan.store.url)
         self.content = ContentStore(os.path.join(plan.data_dir, "content"))
         self.client = Client(plan.store, self.state, self.content, options, plan.data_dir,
-                             FuseInvalidator(), parse_probe(options.probe))
+                             FuseInvalidator(epoch=os.environ.get(ENV_FUSE_EPOCH) != "0"),
+                             parse_probe(options.probe))
         self.ops = FuseOperations(self.client.vfs)
         self.socket_path = socket_path(plan.mountpoint)
         self.started = time.time()
