@@ -79,12 +79,12 @@ def clear_stale_mount(mountpoint: str, even_if_alive: bool = False) -> str | Non
                                     f"{exc}") from None
     mounts.detach(mountpoint)
     log.info("ended the mount at %s (its daemon: %s)", mountpoint, state)
-    if record is not None:
-        # Aborted, a dying daemon's last thread returns and closes its files (the data
-        # dir's lock among them) at once.
+    if record is not None and state == mounts.DYING:
+        # Aborted, its last thread returns and closes its files (the data dir's lock
+        # among them) at once. A live daemon exits by itself, unless it is stopped.
         mounts.wait_gone(record, 10)
-        if mounts.daemon_state(record) == mounts.GONE:
-            mounts.remove_record(record_path, record)
+    if record is not None and mounts.daemon_state(record) == mounts.GONE:
+        mounts.remove_record(record_path, record)
     return state
 
 

@@ -10,7 +10,6 @@ ECONNABORTED), then unmounted.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import socket
@@ -150,24 +149,30 @@ def abort_connection(mount: FuseMount) -> None:
     """Fail every request waiting on the mount and every later one. The fusectl
     file system is mounted first if it is not (root only)."""
     path = os.path.join(FUSECTL, str(mount.connection), "abort")
-    if not os.path.exists(path) and os.path.isdir(FUSECTL) and not os.listdir(FUSECTL):
-        if os.geteuid() == 0:
+    if not os.path.exists(path) and os.geteuid() == 0 and not _listdir(FUSECTL):
+        try:
             subprocess.run(["mount", "-t", "fusectl", "none", FUSECTL], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        else:
-            raise AbortFailed(f"{FUSECTL} is not mounted: as root, run `mount -t fusectl "
-                              f"none {FUSECTL}`, then `cscfs unmount --force "
-                              f"{mount.mountpoint}` again")
+        except OSError:
+            pass  # no mount(8): said below
     try:
         with open(path, "w") as f:
             f.write("1")
     except FileNotFoundError:
-        raise AbortFailed(f"{path} is missing: is fusectl mounted on {FUSECTL}?") from None
+        raise AbortFailed(f"{path} is missing: as root, run `mount -t fusectl none "
+                          f"{FUSECTL}`, then this command again") from None
+    except PermissionError:
+        raise AbortFailed(f"not allowed to write {path}: as root, run "
+                          f"`echo 1 > {path}`") from None
     except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise AbortFailed(f"not allowed to write {path}: as root, "
-                              f"`echo 1 > {path}`") from None
         raise AbortFailed(f"{path}: {exc.strerror}") from None
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def detach(mountpoint: str) -> None:
