@@ -23,6 +23,9 @@ from .config import OPTION_HELP, load_options, socket_path
 from .errors import CscfsError, UserError
 from .textfmt import size_text
 
+FORCE_ANSWER_S = 10  # how long `unmount --force` waits for the daemon to answer
+DAEMON_EXIT_S = 30  # how long unmount waits for the daemon to exit once it answered
+
 
 def _ask(mountpoint: str, payload: dict, timeout: float | None = 30.0, on_progress=None) -> dict:
     mountpoint = os.path.abspath(os.path.expanduser(mountpoint))
@@ -101,20 +104,37 @@ def _smb_credentials(server: str, credentials_file: str | None, secret_stdin: bo
 @click.option("--force", is_flag=True, help="do not wait for pending uploads "
               "(they stay in the cache and upload at the next mount)")
 def unmount(mountpoint, force):
-    """Unmount MOUNTPOINT, after uploading pending changes unless --force."""
-    from .daemon import clear_stale_mount, fuse_mounts
+    """Unmount MOUNTPOINT, after uploading pending changes unless --force. Returns once
+    its daemon has exited: the data dir is free for the next mount."""
+    from . import mounts
+    from .config import canonical_mountpoint, daemon_record_path
+    from .daemon import clear_stale_mount
 
-    mp = os.path.abspath(os.path.expanduser(mountpoint))
+    mp = canonical_mountpoint(os.path.expanduser(mountpoint))
+    record = mounts.read_record(daemon_record_path(mp))
+    if clear_stale_mount(mp) is not None:  # its daemon is dead: nobody to ask
+        click.echo(f"removed the stale mount at {mp} (its daemon had stopped)")
+        return 0
     try:
-        answer = _ask(mp, {"cmd": "unmount", "force": force}, timeout=None)
-    except CscfsError:  # no daemon, or it died meanwhile: maybe a stale mount is left
-        if clear_stale_mount(mp):
+        # Forced, a daemon that does not answer at once is stuck: end its mount anyway.
+        answer = _ask(mp, {"cmd": "unmount", "force": force},
+                      timeout=FORCE_ANSWER_S if force else None)
+    except CscfsError:  # no daemon, it died meanwhile, or it does not answer
+        state = clear_stale_mount(mp, even_if_alive=force)
+        if state == mounts.ALIVE:
+            click.echo(f"unmounted {mp}: its daemon did not answer, so its connection was "
+                       f"aborted; changed files stay in the cache for the next mount")
+            return 0
+        if state is not None:
             click.echo(f"removed the stale mount at {mp} (its daemon had stopped)")
             return 0
         raise
-    deadline = time.monotonic() + 30
-    while mp in fuse_mounts() and time.monotonic() < deadline:
+    deadline = time.monotonic() + DAEMON_EXIT_S
+    while mp in mounts.fuse_mounts() and time.monotonic() < deadline:
         time.sleep(0.05)
+    if record is not None and not mounts.wait_gone(record, deadline - time.monotonic()):
+        raise CscfsError(f"{mp}: the daemon (pid {record.pid}) has not exited after "
+                         f"{DAEMON_EXIT_S} s; its data dir stays in use until it does")
     if answer["pending"]:
         click.echo(f"unmounted {mp}; {answer['pending']} changed files not uploaded yet "
                    f"(kept in the cache, uploaded at the next mount)")
@@ -221,11 +241,11 @@ def events(mountpoint, as_json, limit):
 
 def _locate(path: str) -> tuple[str, str]:
     """(mount point, path inside it) for a path in a cscfs mount."""
-    from .daemon import fuse_mounts
+    from .mounts import fuse_mounts
 
     full = os.path.abspath(os.path.expanduser(path))
-    mounts = [m for m, kind in fuse_mounts().items() if kind == "fuse.cscfs"]
-    for mp in sorted(mounts, key=len, reverse=True):
+    ours = [m for m, mount in fuse_mounts().items() if mount.fstype == "fuse.cscfs"]
+    for mp in sorted(ours, key=len, reverse=True):
         if full == mp or full.startswith(mp.rstrip("/") + "/"):
             return mp, full[len(mp):].strip("/")
     raise UserError(f"{path} is not inside a cscfs mount")

@@ -149,9 +149,19 @@ def load_options(path: str | None = None, **overrides) -> Options:
     return Options(**values)
 
 
+def canonical_mountpoint(mountpoint: str) -> str:
+    """The real path of a mount point, without looking into it when something is
+    mounted there: a FUSE mount whose daemon died can hang any stat of it."""
+    from .mounts import fuse_mounts
+
+    path = os.path.abspath(mountpoint)
+    path = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    return path if path in fuse_mounts() else os.path.realpath(path)
+
+
 def mount_id(mountpoint: str) -> str:
     """A readable, unique id for a mount point: its path with a short hash."""
-    real = os.path.realpath(mountpoint)
+    real = canonical_mountpoint(mountpoint)
     slug = real.strip("/").replace("/", "-")[-40:] or "root"
     return f"{slug}-{hashlib.sha256(real.encode()).hexdigest()[:8]}"
 
@@ -173,3 +183,8 @@ def runtime_dir() -> str:
 
 def socket_path(mountpoint: str) -> str:
     return os.path.join(runtime_dir(), f"{mount_id(mountpoint)}.sock")
+
+
+def daemon_record_path(mountpoint: str) -> str:
+    """Where the daemon of a mount records its PID (see mounts.py)."""
+    return os.path.join(runtime_dir(), f"{mount_id(mountpoint)}.pid")

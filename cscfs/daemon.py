@@ -3,7 +3,6 @@ together, serve the control socket, and stop cleanly."""
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import logging
@@ -18,16 +17,19 @@ import trio
 
 from sync.vocabulary import EVENT_REDIRECT, META_SERVER
 
-from . import commands, control, errors
+from . import commands, control, errors, mounts
 from .cache import ContentStore
 from .check import check
-from .config import Options, default_data_dir, socket_path
+from .config import (Options, canonical_mountpoint, daemon_record_path, default_data_dir,
+                     socket_path)
 from .credentials import ENV_PASSWORD
 from .errors import UserError
 from .metadata import State
 from .remote import RemoteStore, open_store
 
 log = logging.getLogger("cscfs.daemon")
+# "0": invalidate names as kernels before Linux 6.16 need it (to test that way here)
+ENV_FUSE_EPOCH = "CSCFS_FUSE_EPOCH"
 
 
 @dataclass
@@ -49,31 +51,41 @@ def parse_probe(value: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-def fuse_mounts() -> dict[str, str]:
-    """Mount point -> file-system type, for every FUSE mount."""
-    out = {}
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if parts[2].startswith("fuse"):
-                out[parts[1].replace("\\040", " ")] = parts[2]
-    return out
-
-
-def clear_stale_mount(mountpoint: str) -> bool:
-    """A cscfs daemon that died (kill -9, crash) leaves its mount behind, answering
-    ENOTCONN. Remove it so that a new mount can take its place."""
+def clear_stale_mount(mountpoint: str, even_if_alive: bool = False) -> str | None:
+    """End the cscfs mount at `mountpoint` if its daemon is gone (kill -9, crash) or,
+    with `even_if_alive`, whatever its daemon does: abort its FUSE connection, so that
+    every application waiting on it gets an error instead of hanging, and unmount it.
+    Decided from /proc alone: a stat of such a mount can hang. Returns the daemon's
+    state (mounts.GONE, DYING or ALIVE) if the mount was ended, else None."""
+    mountpoint = canonical_mountpoint(mountpoint)
+    mount = mounts.fuse_mounts().get(mountpoint)
+    if mount is None or mount.fstype != "fuse.cscfs":
+        return None
+    record_path = daemon_record_path(mountpoint)
+    record = mounts.read_record(record_path)
+    if record is not None:
+        state = mounts.daemon_state(record)
+    else:  # it died before writing one, or a cscfs from before records
+        state = mounts.ALIVE if mounts.socket_answers(socket_path(mountpoint)) else mounts.GONE
+    if state == mounts.ALIVE and not even_if_alive:
+        return None
     try:
-        os.stat(mountpoint)
-        return False
-    except OSError as exc:
-        if exc.errno != errno.ENOTCONN:
-            return False
-    if fuse_mounts().get(mountpoint) != "fuse.cscfs":
-        return False
-    subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return True
+        mounts.abort_connection(mount)
+    except mounts.AbortFailed as exc:
+        # A daemon gone whole closed /dev/fuse: the kernel ended the connection then.
+        # One that is not may hold it open, and what waits on it would wait for ever.
+        if state != mounts.GONE:
+            raise errors.CscfsError(f"cannot abort the FUSE connection of {mountpoint}: "
+                                    f"{exc}") from None
+    mounts.detach(mountpoint)
+    log.info("ended the mount at %s (its daemon: %s)", mountpoint, state)
+    if record is not None and state == mounts.DYING:
+        # Aborted, its last thread returns and closes its files (the data dir's lock
+        # among them) at once. A live daemon exits by itself, unless it is stopped.
+        mounts.wait_gone(record, 10)
+    if record is not None and mounts.daemon_state(record) == mounts.GONE:
+        mounts.remove_record(record_path, record)
+    return state
 
 
 def _lock_data_dir(data_dir: str) -> int:
@@ -95,11 +107,13 @@ def plan_mount(server: str, mountpoint: str, data_dir: str | None,
     store = open_store(server, credentials, timeout=options.remote_timeout,
                        encrypt=options.encrypt)
     clear_stale_mount(mountpoint)
+    if canonical_mountpoint(mountpoint) in mounts.fuse_mounts():  # before a stat: it may hang
+        raise UserError(f"mount point {mountpoint} is already mounted")
     if not os.path.exists(mountpoint):
         raise UserError(f"mount point {mountpoint} does not exist")
     if not os.path.isdir(mountpoint):
         raise UserError(f"mount point {mountpoint} is not a folder")
-    if os.path.ismount(mountpoint) or mountpoint in fuse_mounts():
+    if os.path.ismount(mountpoint):
         raise UserError(f"mount point {mountpoint} is already mounted")
     if os.listdir(mountpoint):
         raise UserError(f"mount point {mountpoint} is not empty")
@@ -233,9 +247,12 @@ class Daemon:
         self.state.set_meta(META_SERVER, plan.store.url)
         self.content = ContentStore(os.path.join(plan.data_dir, "content"))
         self.client = Client(plan.store, self.state, self.content, options, plan.data_dir,
-                             FuseInvalidator(), parse_probe(options.probe))
+                             FuseInvalidator(epoch=os.environ.get(ENV_FUSE_EPOCH) != "0"),
+                             parse_probe(options.probe))
         self.ops = FuseOperations(self.client.vfs)
         self.socket_path = socket_path(plan.mountpoint)
+        self.record_path = daemon_record_path(plan.mountpoint)
+        self.record = mounts.this_process()
         self.started = time.time()
 
     async def handle(self, request: dict) -> dict:
@@ -280,6 +297,8 @@ class Daemon:
         if not self.plan.server_reachable:  # found so while planning: start offline
             self.client.link.observed(None, "unreachable when mounted")
         fuse_ops.mount(self.ops, self.plan.mountpoint)
+        # From here a mount exists that could outlive us: say whose it is.
+        mounts.write_record(self.record_path, self.record)
         await self.client.list_root()  # before ready; the kernel's requests wait meanwhile
         sock = control.bind(self.socket_path)
         log.info("mounted %s at %s (data dir %s, %s)", self.plan.store.url,
@@ -338,6 +357,7 @@ class Daemon:
             os.unlink(self.socket_path)
         except FileNotFoundError:
             pass
+        mounts.remove_record(self.record_path, self.record)
         log.info("unmounted %s", self.plan.mountpoint)
 
 

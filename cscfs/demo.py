@@ -9,6 +9,7 @@ import sys
 import click
 
 from .config import Options
+from .mounts import fuse_mounts
 
 _FILES = {
     "README.txt": "This folder lives on the demo server and is served from cscfs's cache.\n",
@@ -22,7 +23,8 @@ def run_demo(base: str) -> int:
 
     server = os.path.join(base, "server")
     mountpoint = os.path.join(base, "Documents")
-    if mountpoint in daemon.fuse_mounts():
+    daemon.clear_stale_mount(mountpoint)  # a demo whose daemon died: mount it again
+    if mountpoint in fuse_mounts():
         click.echo(f"the demo is already mounted at {mountpoint}")
     else:
         for rel, text in _FILES.items():

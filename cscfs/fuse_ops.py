@@ -1,7 +1,7 @@
-"""The FUSE adapter (pyfuse3): each method calls the VFS and translates errors.
+"""The FUSE adapter (pyfuse3): each method calls the VFS and translates errors; and
+FuseInvalidator, how the kernel learns of names changed on the server.
 
-Nothing worth testing lives here; the behaviour is in vfs.py, tested with and
-without a mount.
+The behaviour is in vfs.py, tested with and without a mount.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import errno
 import functools
 import logging
 import os
+import stat
+import struct
 
 import pyfuse3
 
@@ -46,8 +48,52 @@ def _translated(method):
     return wrapper
 
 
+# Notifications written to /dev/fuse ourselves (include/uapi/linux/fuse.h).
+_NOTIFY_INVAL_INODE = 2
+_NOTIFY_INC_EPOCH = 8  # Linux 6.16 (protocol 7.44)
+_mounted = False
+_session_fd: int | None = None  # our /dev/fuse, while mounted
+
+
+def _notify(code: int, payload: bytes = b"") -> None:
+    """One notification: a struct fuse_out_header whose error field is the code."""
+    os.write(_session_fd, struct.pack("<IiQ", 16 + len(payload), code, 0) + payload)
+
+
 class FuseInvalidator:
+    """Tells the kernel that a name changed behind its back.
+
+    A FUSE_NOTIFY_INVAL_ENTRY waits in the kernel for the parent folder's lock, which
+    an application's rename or create there holds while it waits for our answer. If
+    the daemon is killed meanwhile, the thread writing it never returns, so /dev/fuse
+    stays open, the kernel never ends the connection and both hang for ever. Where
+    the kernel has it, a new epoch (every cached name is looked up again at its next
+    use) plus the parent's attributes take no such lock: written at once from the
+    event loop, they cannot hang. Older kernels get pyfuse3's invalidation thread;
+    a mount left hung by it is aborted by `cscfs mount` and `cscfs unmount`."""
+
+    def __init__(self, epoch: bool = True):
+        self.epoch = epoch  # until the kernel refuses it
+
     def entry(self, parent_ino: int, name: str) -> None:
+        if not _mounted:
+            return  # the kernel holds nothing of ours
+        if self.epoch and _session_fd is not None:
+            try:
+                _notify(_NOTIFY_INC_EPOCH)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                    log.debug("epoch notification failed: %s", exc)  # unmounting
+                    return
+                self.epoch = False
+                log.info("this kernel has no FUSE epoch notification; names are "
+                         "invalidated one by one")
+            else:
+                try:  # the folder's size and times, as an entry invalidation does
+                    _notify(_NOTIFY_INVAL_INODE, struct.pack("<Qqq", parent_ino, -1, 0))
+                except OSError:
+                    pass  # ENOENT: the kernel does not hold that folder
+                return
         pyfuse3.invalidate_entry_async(parent_ino, os.fsencode(name), ignore_enoent=True)
 
 
@@ -211,7 +257,22 @@ def mount_options() -> set[str]:
 
 
 def mount(ops: FuseOperations, mountpoint: str) -> None:
+    global _mounted, _session_fd
     pyfuse3.init(ops, mountpoint, mount_options())
+    _mounted, _session_fd = True, _dev_fuse_fd()
+
+
+def _dev_fuse_fd() -> int | None:
+    """The descriptor pyfuse3 opened on /dev/fuse (it does not say which)."""
+    rdev = os.stat("/dev/fuse").st_rdev
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            st = os.fstat(int(name))
+        except OSError:
+            continue
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == rdev:
+            return int(name)
+    return None
 
 
 async def serve() -> None:
@@ -223,4 +284,6 @@ def terminate() -> None:
 
 
 def close(unmount: bool = True) -> None:
+    global _mounted, _session_fd
+    _mounted, _session_fd = False, None
     pyfuse3.close(unmount=unmount)

@@ -224,7 +224,7 @@ class Mounted:
         return json.loads(cscfs("status", str(self.mountpoint), "--json").stdout)
 
     def is_mounted(self) -> bool:
-        from cscfs.daemon import fuse_mounts
+        from cscfs.mounts import fuse_mounts
 
         return str(self.mountpoint) in fuse_mounts()
 
