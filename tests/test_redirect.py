@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cscfs.daemon import fuse_mounts
+from cscfs.mounts import fuse_mounts
 
 from .conftest import FAST, IN_CI, cscfs, require_fuse, wait_for
 

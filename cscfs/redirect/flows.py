@@ -17,7 +17,7 @@ from typing import Callable
 
 from sync.vocabulary import CREATE_CREATE, EVENT_REDIRECT
 
-from .. import control, credentials, daemon, errors
+from .. import control, credentials, daemon, errors, mounts
 from ..config import Options, default_data_dir, load_options, socket_path
 from ..errors import CscfsError, UserError
 from ..remote import open_store
@@ -93,7 +93,7 @@ def redirect(folder_name: str, server: str, credentials_file: str | None, no_mov
         raise UserError(f"{folder}: a move to {entry.server} is unfinished: run "
                         f"`cscfs redirect {folder} {entry.server}` to finish it")
     path = entry.path if entry else folders.folder_path(folder)
-    if path in daemon.fuse_mounts():
+    if path in mounts.fuse_mounts():
         raise UserError(f"{path} is already a mount point")
     if os.path.lexists(path) and not os.path.isdir(path):
         raise UserError(f"{path} is not a folder")
@@ -220,7 +220,7 @@ def _stage_strays(entry: Redirection) -> str | None:
     so that the mount neither hides them nor is refused; once it answers they move
     into it (_move_strays)."""
     path = entry.path
-    names = os.listdir(path) if path not in daemon.fuse_mounts() else []
+    names = os.listdir(path) if path not in mounts.fuse_mounts() else []
     base = _beside(path, "incoming")
     if not names:
         return base if os.path.isdir(base) else None
@@ -311,7 +311,7 @@ def remove(folder_name: str, how: str, force: bool, echo: Echo, from_unit: bool 
     folder = folders.canonical(folder_name)
     entry = _entry(folder)
     path = entry.path
-    if path not in daemon.fuse_mounts():
+    if path not in mounts.fuse_mounts():
         options = load_options()
         creds = _credentials(entry.server, entry.credentials or None)
         _mount_now(entry, creds, options)
@@ -395,7 +395,7 @@ def listing() -> list[dict]:
     for folder, entry in sorted(registry.load().items()):
         row = {"folder": folder, "path": entry.path, "server": entry.server,
                "state": entry.state, "unit": unit.state(folder), "removal": entry.removal,
-               "mounted": entry.path in daemon.fuse_mounts(), "mode": None,
+               "mounted": entry.path in mounts.fuse_mounts(), "mode": None,
                "pending_uploads": None, "pending_changes": None}
         if row["mounted"]:
             try:
