@@ -234,6 +234,7 @@ class Daemon:
         self.content = ContentStore(os.path.join(plan.data_dir, "content"))
         self.client = Client(plan.store, self.state, self.content, options, plan.data_dir,
                              FuseInvalidator(), parse_probe(options.probe))
+        self.client.notifier.mountpoint = plan.mountpoint  # a resolve command to copy
         self.ops = FuseOperations(self.client.vfs)
         self.socket_path = socket_path(plan.mountpoint)
         self.started = time.time()
