@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from typing import Callable
 
 import trio
 
@@ -20,6 +21,7 @@ from sync.scheduler import BLACKOUT, WAIT, Schedule
 from sync.vocabulary import EVENT_SYNC, META_LAST_SYNC, META_NEXT_SYNC
 
 from . import modes
+from .notify import failed_files
 
 log = logging.getLogger("cscfs.background")
 
@@ -30,6 +32,7 @@ class BackgroundSync:
     def __init__(self, link, records, engine, options, clock=time.time, draw=random.random):
         self.link, self.records, self.engine = link, records, engine
         self.opts, self.clock, self.draw = options, clock, draw
+        self.on_failure: list[Callable[[str, str], None]] = []  # (what failed, why)
         o = options
         self.schedule = Schedule(o.sync_interval_min, o.sync_variance_min,
                                  o.sync_blackout_start, o.sync_blackout_minutes,
@@ -77,10 +80,17 @@ class BackgroundSync:
             return self._skip("work offline")
         self.records.add_event(EVENT_SYNC, "background sync started")
         try:
-            async for _ in self.engine.manual_sync([], label="background"):
-                pass
+            async for progress in self.engine.manual_sync([], label="background"):
+                failed = progress.get("summary", {}).get("failed")
+                if failed:
+                    self._failed(failed_files(failed))
         except (ports.RemoteError, ports.SyncFailed, OSError) as exc:
             self.records.add_event(EVENT_SYNC, f"background sync failed: {exc}")
             log.warning("background sync failed: %s", exc)
+            self._failed(str(exc) or type(exc).__name__)
             return
         self.records.set_meta(META_LAST_SYNC, repr(now))
+
+    def _failed(self, reason: str) -> None:
+        for callback in self.on_failure:
+            callback("background sync", reason)

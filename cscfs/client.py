@@ -37,6 +37,7 @@ from .linkmon import LinkMonitor
 from .listing import Listing
 from .metadata import ROOT_INO, State
 from . import modes
+from .notify import Notifier
 from .quota import Quota
 from .remote.base import RemoteStore
 from .vfs import VFS, Invalidator, NoInvalidator
@@ -167,13 +168,19 @@ class Client:
         self.link.on_online.append(lambda: self.writeback.all_due(self.table.nodes.values()))
         self.link.on_online.append(self.filler.wake)
         self.watcher.on_change.append(self.filler.changed)
+        self.notifier = Notifier(options, store.url, clock)
+        self.link.on_mode_change.append(self.notifier.link_state)
+        self.conflicts.on_record.append(self.notifier.conflict)
+        self.writeback.on_failure.append(self.notifier.sync_failed)
+        self.background.on_failure.append(self.notifier.sync_failed)
+        self.filler.on_over_quota.append(self.notifier.over_quota)
         self.writeback.all_due(self.table.recovered_dirty)  # left dirty by a crash
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Every background task of a mount, until cancelled."""
         tasks = [self.writeback.run, self.fetcher.run, self.filler.run, self.monitor.run,
                  self.monitor.run_cost, self.quota.run, self.background.run, self.watcher.run,
-                 self.run_saver, self.space.run]
+                 self.run_saver, self.space.run, self.notifier.run]
         async with trio.open_nursery() as nursery:
             for task in tasks:
                 nursery.start_soon(_supervised, task)
@@ -204,6 +211,7 @@ class Client:
     def close(self) -> None:
         self.save_all()
         self.table.close()
+        self.notifier.close()
 
     # ---------------------------------------------------------- uploads
     @property

@@ -11,6 +11,7 @@ from sync.vocabulary import DELETE_UPDATE, UPDATE_DELETE
 from . import errors
 from .errors import UserError
 from .metadata import ROOT_INO, Node
+from .notify import failed_files
 
 KEEP = ("local", "server", "both", "latest")
 
@@ -31,12 +32,18 @@ async def sync(client, paths: list[str], label: str = "manual") -> AsyncIterator
     """`cscfs sync`: the engine's manual sync; its failures in our vocabulary (a
     server that cannot be reached is a failed operation, exit 1)."""
     roots = [await node_at(client, p) for p in paths]
+    what = f"{label} sync"
     try:
         async for progress in client.engine.manual_sync(roots, label):
+            failed = progress.get("summary", {}).get("failed")
+            if failed:
+                client.notifier.sync_failed(what, failed_files(failed))
             yield progress
     except ports.Unavailable as exc:
+        client.notifier.sync_failed(what, str(exc))
         raise errors.Unavailable(str(exc)) from None
     except (ports.RemoteError, ports.SyncFailed) as exc:
+        client.notifier.sync_failed(what, str(exc))
         raise errors.CscfsError(str(exc)) from None
 
 

@@ -93,6 +93,14 @@ class Options:
         "", "HOST:PORT to probe for a folder server (an NFS or CIFS mount's server)")
     encrypt: bool = _opt(
         False, "SMB: encrypt all traffic even when the server does not require it")
+    notify: bool = _opt(
+        True, "desktop notifications (session bus): a new conflict, the server unreachable "
+              "and back, a failed sync, pinned files over the cache quota")
+    notify_offline_after: float = _opt(
+        30.0, "seconds the server must stay unreachable before a notification says so")
+    notify_window: float = _opt(
+        300.0, "seconds: at most one offline / back-online pair of notifications in this "
+               "long, however often the link drops")
     primary_computers: str = _opt(
         "", "machine ids (/etc/machine-id) of the primary computers, a list or comma-"
             "separated; a .cscfs/primary-computers file at the server's root wins")

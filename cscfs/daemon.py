@@ -249,6 +249,7 @@ class Daemon:
         self.client = Client(plan.store, self.state, self.content, options, plan.data_dir,
                              FuseInvalidator(epoch=os.environ.get(ENV_FUSE_EPOCH) != "0"),
                              parse_probe(options.probe))
+        self.client.notifier.mountpoint = plan.mountpoint  # a resolve command to copy
         self.ops = FuseOperations(self.client.vfs)
         self.socket_path = socket_path(plan.mountpoint)
         self.record_path = daemon_record_path(plan.mountpoint)

@@ -247,6 +247,7 @@ class ConflictPort:
     def __init__(self, state: State):
         self.state = state
         self.paths: set[str] = set()
+        self.on_record: list[Callable[[str, str, str | None], None]] = []  # path, kind, copy
         self.reload()
 
     def reload(self) -> None:
@@ -263,6 +264,8 @@ class ConflictPort:
         self.paths.add(path)
         if copy_path:
             self.paths.add(copy_path)
+        for callback in self.on_record:
+            callback(path, kind, copy_path)
 
     def open_count(self) -> int:
         return len(self.state.open_conflicts())

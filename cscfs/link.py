@@ -33,6 +33,7 @@ class LinkKeeper:
         self.cost = Cost(None, None)  # the last cost probe's answer
         self.mode, self.reason, self.since = "", "", time.time()
         self.on_online: list[Callable[[], None]] = []  # called on entering online
+        self.on_mode_change: list[Callable[[str], None]] = []  # called with every new mode
         self._update()
 
     @property
@@ -79,6 +80,8 @@ class LinkKeeper:
         self.since = time.time()
         self.state.add_event(EVENT_MODE, d.reason, mode=d.mode, rtt_ms=self.link_state.median_ms)
         log.warning("mode %s -> %s (%s)", previous or "start", d.mode, d.reason)
+        for callback in self.on_mode_change:
+            callback(d.mode)
         if self.online:
             for callback in self.on_online:
                 callback()

@@ -64,6 +64,7 @@ class Filler:
         self._wake = trio.Event()
         self._full_rescan = True  # the next pass re-lists every pinned folder
         self._warned_quota = False
+        self.on_over_quota: list[Callable[[], None]] = []  # called with the one fill event
         self._quiet_until = -1e9
         self.passes = 0  # completed passes, for status and tests
 
@@ -213,6 +214,8 @@ class Filler:
             self.record.add_event(EVENT_FILL, "the pinned files do not fit the cache quota: "
                                               "the most recently used are kept offline")
             log.warning("pinned files do not fit the cache quota")
+            for callback in self.on_over_quota:
+                callback()
 
     async def _give_way(self) -> None:
         """Wait while applications keep the mount busy, at most MAX_DEFER."""

@@ -53,6 +53,8 @@ class WriteBack:
         self.due: dict[int, float] = {}   # ino -> monotonic time its upload is due
         self.uploading: set[int] = set()  # inos being uploaded now
         self.failures: dict[int, Failure] = {}  # ino -> why its upload fails
+        # Called with (what failed, why) when a file's upload first fails.
+        self.on_failure: list[Callable[[str, str], None]] = []
         self._wake = trio.Event()
 
     # ------------------------------------------------------------- the queue
@@ -174,6 +176,8 @@ class WriteBack:
                 log.error("upload of %s failed: %s; retrying in %g s", path, reason,
                           failure.retry_in)
             self.record.add_event(EVENT_UPLOAD, f"{path}: upload failed: {reason}")
+            for callback in self.on_failure:
+                callback(f"upload of {path}", reason)
         else:
             failure.attempts += 1
             failure.reason = reason
