@@ -275,8 +275,10 @@ def test_a_failed_manual_sync_is_notified(tmp_path, server, notifications):
     try:
         VfsFS(runner).read("hello.txt")
         server.rename(tmp_path / "server-gone")
-        runner.call(runner.client.monitor.probe_once, True)
-        assert runner.client.link.mode == "offline"
+        # A probe that overlaps a successful call of the background fill does not
+        # count: probe until one sees the folder gone.
+        wait_for(lambda: (runner.call(runner.client.monitor.probe_once, True),
+                          runner.client.link.mode)[1] == "offline", 10, what="offline")
 
         async def sync():
             return [p async for p in commands.sync(runner.client, [])]

@@ -7,6 +7,7 @@ store that stalls one call until the test lets it go:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import threading
@@ -15,7 +16,7 @@ import pytest
 
 from cscfs.remote import LocalDirStore
 
-from .conftest import VfsRunner, wait_for
+from .conftest import FAST, VfsRunner, wait_for
 
 
 class StallingStore(LocalDirStore):
@@ -53,7 +54,9 @@ class StallingStore(LocalDirStore):
 def stalling(tmp_path, server):
     store = StallingStore(str(server))
     store.root_path = server
-    runner = VfsRunner(server, tmp_path / "data", store=store)
+    # On demand: the background fill would fetch the files under test by itself.
+    runner = VfsRunner(server, tmp_path / "data",
+                       dataclasses.replace(FAST, offline_by_default=False), store=store)
     try:
         yield runner, store
     finally:
@@ -82,7 +85,15 @@ def test_a_fetch_of_the_old_version_never_mixes_into_the_new(stalling, server):
     runner, store = stalling
     size = 300_000
     (server / "big.bin").write_bytes(b"a" * size)
-    node = runner.call(runner.vfs.lookup, 1, "big.bin")
+
+    def looked_up():
+        try:
+            return runner.call(runner.vfs.lookup, 1, "big.bin")
+        except FileNotFoundError:
+            return None  # the server's change notification is on its way
+
+    wait_for(looked_up, 10, what="the new name")
+    node = looked_up()
     store.stall_path = "big.bin"
     reader = threading.Thread(target=lambda: _read_all(runner, node.ino), daemon=True)
     reader.start()
@@ -92,6 +103,9 @@ def test_a_fetch_of_the_old_version_never_mixes_into_the_new(stalling, server):
     (server / "big.bin").write_bytes(b"b" * size)
     st = os.stat(server / "big.bin")
     os.utime(server / "big.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+
+    # The server's change notification says so (not waited for: inotify may lag).
+    runner.call_sync(runner.client.watcher.on_remote_change, "big.bin")
 
     def revalidated() -> bool:
         fh = runner.call(runner.vfs.open, node.ino, os.O_RDONLY)
