@@ -93,6 +93,10 @@ class Options:
         "", "HOST:PORT to probe for a folder server (an NFS or CIFS mount's server)")
     encrypt: bool = _opt(
         False, "SMB: encrypt all traffic even when the server does not require it")
+    allow_other: bool = _opt(
+        False, "let other users into the mount, under the usual permission checks by "
+               "the kernel on each item's mode and owner (a user other than root needs "
+               "user_allow_other in /etc/fuse.conf)")
 
 
 OPTION_HELP = {f.name: f.metadata["help"] for f in fields(Options)}

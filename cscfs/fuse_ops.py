@@ -217,12 +217,16 @@ class FuseOperations(pyfuse3.Operations):
         pass  # inode numbers are ours and stable; nodes live as long as their rows
 
 
-def mount_options() -> set[str]:
-    return set(pyfuse3.default_options) | {"fsname=cscfs", "subtype=cscfs", "noatime"}
+def mount_options(allow_other: bool = False) -> set[str]:
+    # default_permissions: the kernel checks modes and owners as the VFS reports them,
+    # so allow_other lets other users in under the usual rules.
+    options = set(pyfuse3.default_options) | {"fsname=cscfs", "subtype=cscfs", "noatime",
+                                              "default_permissions"}
+    return options | {"allow_other"} if allow_other else options
 
 
-def mount(ops: FuseOperations, mountpoint: str) -> None:
-    pyfuse3.init(ops, mountpoint, mount_options())
+def mount(ops: FuseOperations, mountpoint: str, allow_other: bool = False) -> None:
+    pyfuse3.init(ops, mountpoint, mount_options(allow_other))
 
 
 async def serve() -> None:
