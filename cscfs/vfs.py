@@ -57,6 +57,7 @@ log = logging.getLogger("cscfs.vfs")
 XATTR_STATUS = "user.cscfs.status"
 XATTR_PINNED = "user.cscfs.pinned"
 XATTRS = (XATTR_STATUS, XATTR_PINNED)
+NAME_MAX = 255  # bytes, as statfs says
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
@@ -101,7 +102,7 @@ class FsSpace:
     blocks_free: int
     files: int
     files_free: int
-    name_max: int = 255
+    name_max: int = NAME_MAX
 
 
 _KIND_BITS = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "symlink": statmod.S_IFLNK,
@@ -145,10 +146,21 @@ class VFS:
             len(node.target.encode()) if node.kind == "symlink" else 0)
         uid, gid = self.owners.of(node)
         return Attr(
-            ino=node.ino, mode=_KIND_BITS[node.kind] | node.mode, nlink=1,
+            ino=node.ino, mode=_KIND_BITS[node.kind] | node.mode, nlink=self._nlink(node),
             uid=uid, gid=gid, size=size, blocks=(size + 511) // 512,
             atime_ns=node.mtime_ns, mtime_ns=node.mtime_ns, ctime_ns=node.ctime_ns,
             rdev=node.rdev)
+
+    def _nlink(self, node: Node) -> int:
+        """A folder's links: its name, its '.', each subfolder's '..'; counted only
+        when its listing is complete (1, as btrfs says, where the count is unknown:
+        `find` then does not skip subfolders it was never told of)."""
+        if node.unlinked:
+            return 0  # still open, no name left
+        if node.kind != "dir" or not node.listed:
+            return 1
+        nodes = self.table.nodes
+        return 2 + sum(nodes[i].kind == "dir" for i in node.children.values())
 
     # ------------------------------------------------------------ operations
     async def lookup(self, parent_ino: int, name: str) -> Node:
@@ -161,6 +173,8 @@ class VFS:
         ino = parent.children.get(name)
         if ino is None:
             self.listing.require_listing(parent, self.online)
+            if len(os.fsencode(name)) > NAME_MAX:
+                raise fs_error(errno.ENAMETOOLONG)
             raise fs_error(errno.ENOENT)
         return self.table.nodes[ino]
 
@@ -250,12 +264,14 @@ class VFS:
                     node.listed = kind == "dir"
                     await self._give(node, path, uid, gid, mode)
                     self.table.state.save(node)
+                    self._touched(parent)
                     return node
             self._check_new_name(parent, name)
             with self.table.state.transaction():
                 node = self.table.add(parent, name, kind, mode, target=target,
                                       owner=(uid, gid), rdev=rdev)
                 self.journal.add(op, node, path, uid=uid, gid=gid, **fields)
+            self._touched(parent)
             return node
 
     async def _give(self, node: Node, path: str, uid: int | None, gid: int | None,
@@ -289,6 +305,7 @@ class VFS:
         with self.table.changing(parent):
             node = self.table.add(parent, name, "file", mode & 0o7777, dirty=True,
                                   owner=self.owners.for_new(parent, owner))
+            self._touched(parent)
         node.fd = self.table.content.open(node.ino, truncate=True)
         return self._new_handle(node, writable=True), node
 
@@ -452,6 +469,15 @@ class VFS:
         self.table.state.save(node)
         return node
 
+    def _touched(self, *folders: Node) -> None:
+        """An entry of these folders was made, removed or renamed: their mtime and
+        ctime move, as POSIX asks (a folder's times are never compared with the
+        server's, so ours may run ahead of them)."""
+        now = time.time_ns()
+        for d in folders:
+            d.mtime_ns = d.ctime_ns = now
+            self.table.changed(d)
+
     @staticmethod
     def _set_here(node: Node, mode: int | None, mtime_ns: int | None,
                   owner: Owner | None) -> None:
@@ -483,6 +509,7 @@ class VFS:
                                   base=node.base if node.kind == "file" else None)
                 if not node.unlinked and node.ino in self.table.nodes:
                     self.table.drop(node)
+                    self._touched(parent)
 
     async def _try_direct(self, fn, *args) -> bool:
         """Do a namespace change on the server now if we may; False: journal it."""
@@ -531,6 +558,7 @@ class VFS:
             if node.children:
                 raise fs_error(errno.ENOTEMPTY)
             self.table.drop(node)
+            self._touched(parent)
 
     async def _rmdir_remote(self, path: str) -> None:
         try:
@@ -591,6 +619,7 @@ class VFS:
                     self.table.drop(target)
                 self.table.move(node, new_parent, new_name)
                 node.checked_at = self.clock()
+                self._touched(old_parent, new_parent)
 
     async def _rename_remote(self, old_path: str, new_path: str, target: Node | None,
                              replaces: bool) -> None:

@@ -163,6 +163,25 @@ def test_hard_links_are_refused(fs):
     assert errno_of(fs.link, "hello.txt", "hard") == errno.EPERM
 
 
+def test_folder_times_link_counts_and_long_names(fs):
+    assert "new.txt" not in fs.listdir("docs")  # listed: its subfolders are known
+    before = fs.stat("docs")
+    assert before.st_nlink == 2
+    fs.write("docs/new.txt", b"x")
+    after = fs.stat("docs")  # an entry made: the folder's mtime and ctime move
+    assert after.st_mtime_ns > before.st_mtime_ns and after.st_ctime_ns > before.st_ctime_ns
+    fs.mkdir("docs/sub")
+    assert fs.stat("docs").st_nlink == 3  # its name, its '.', the subfolder's '..'
+    fs.rmdir("docs/sub")
+    assert fs.stat("docs").st_nlink == 2
+    fs.unlink("docs/new.txt")
+    assert fs.stat("docs").st_mtime_ns > after.st_mtime_ns
+    long = "x" * 256  # past NAME_MAX (255 bytes), which FUSE does not check itself
+    for call in (fs.stat, fs.mkdir, lambda name: fs.write(name, b"x")):
+        assert errno_of(call, long) == errno.ENAMETOOLONG
+    assert long not in fs.listdir()
+
+
 def _owner(path) -> tuple[int, int]:
     st = os.lstat(path)
     return st.st_uid, st.st_gid

@@ -21,6 +21,8 @@ log = logging.getLogger("cscfs.remote.local")
 _LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs", "overlay",
              "vfat", "exfat", "ntfs3", "jfs", "reiserfs", "bcachefs", "ramfs"}
 
+NAME_MAX = 255
+
 # errnos that say "the server (or the mount in front of it) is not reachable now".
 _UNAVAILABLE = {
     errno.ETIMEDOUT, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH,
@@ -50,7 +52,11 @@ class LocalDirStore:
         self.url = self.root
 
     def check_name(self, name: str) -> None:
-        pass  # the kernel already refuses "/" and NUL; everything else is allowed
+        # The kernel already refuses "/" and NUL; FUSE lets longer names through than
+        # the folder's file system takes (NAME_MAX, 255 bytes on Linux ones).
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise errors.InvalidName(f"{name[:20]}...: longer than {NAME_MAX} bytes",
+                                     err=errno.ENAMETOOLONG)
 
     def can_own(self, uid: int, gid: int) -> bool:
         # Root gives items away; anyone else may only pick one of their own groups.
