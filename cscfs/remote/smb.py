@@ -50,6 +50,8 @@ _FORBIDDEN_CHARS = re.compile(r'[\\:*?"<>|\x00-\x1f]')
 _WILDCARDS = re.compile(r'[*?"<>]')  # a name with these cannot be a search pattern
 _COMPOUND_WRITE_MAX = 1 << 20
 NAME_MAX = 255  # UTF-16 units: SMB's and NTFS's limit
+_CREDITS_SHORT = "credits are available"  # smbprotocol's refusal when credits run short
+_CREDITS_WAIT = 10.0  # s at most, waiting for credits to come back
 
 
 @dataclass(frozen=True)
@@ -301,13 +303,23 @@ class SMBStore:
         return self._root + ("\\" + path.replace("/", "\\") if path else "")
 
     def _call(self, path: str, fn: Callable, *args, **kwargs):
-        try:
-            self._session()
-            return fn(*args, **kwargs, **self._kw())
-        except (errors.CscfsError, SourceFailed):
-            raise
-        except Exception as exc:
-            raise self._classify(exc, path) from exc
+        waited = 0.0
+        while True:
+            try:
+                self._session()
+                return fn(*args, **kwargs, **self._kw())
+            except (errors.CscfsError, SourceFailed):
+                raise
+            except Exception as exc:
+                # Parallel requests (uploads, the fill) can ask for more credits than
+                # the server granted so far; smbprotocol refuses at once instead of
+                # waiting. The requests in flight give theirs back as they answer:
+                # wait for that (the caller's deadline still bounds it).
+                if _CREDITS_SHORT in str(exc) and waited < _CREDITS_WAIT:
+                    time.sleep(0.005)
+                    waited += 0.005
+                    continue
+                raise self._classify(exc, path) from exc
 
     def _classify(self, exc: Exception, path: str) -> errors.CscfsError:
         where = path or "/"
