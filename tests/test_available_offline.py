@@ -118,14 +118,14 @@ def test_samba_is_available_offline_and_a_cut_leaves_everything_readable(
 
 def test_a_fill_killed_with_sigkill_resumes_and_completes(tmp_path, samba, smb_share, env_dirs):
     require_fuse()
-    files = make_tree(smb_share.root, big=24, big_size=2 << 20)
+    files = make_tree(smb_share.root, big=24, big_size=4 << 20)  # 96 MiB
     name = smb_share.url.rsplit("/", 1)[1]
-    samba.set_rtt(20)  # slow enough to stop it half-way (a slow link starts above 35)
+    samba.set_rtt(30)  # slow enough to stop it half-way (a slow link starts above 35)
     m = Mounted(smb_share.root, tmp_path / "mnt", tmp_path / "data", 0.2,
                 source=samba.url(host=samba.wire_host, path=name),
                 extra=("--credentials", str(smb_share.credentials)))
     try:
-        wait_for(lambda: 0 < m.status()["available_offline"]["bytes_done"] < 20 << 20, 60,
+        wait_for(lambda: 0 < m.status()["available_offline"]["bytes_done"] < 60 << 20, 60,
                  interval=0.02, what="a fill under way")
         os.kill(m.status()["pid"], signal.SIGKILL)
         time.sleep(0.5)
