@@ -7,6 +7,7 @@ is skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -315,6 +316,22 @@ def fs(request, tmp_path, server, env_dirs):
             yield MountFS(m)
         finally:
             m.unmount(force=True)
+
+
+@contextlib.contextmanager
+def private_bus():
+    """A dbus-daemon of our own (session config); yields its address."""
+    if shutil.which("dbus-daemon") is None:
+        if IN_CI:
+            pytest.fail("dbus-daemon is required in CI (apt-get install dbus)")
+        pytest.skip("dbus-daemon is missing")
+    daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        yield daemon.stdout.readline().strip()
+    finally:
+        daemon.terminate()
+        daemon.wait(5)
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):

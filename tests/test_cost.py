@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ import pytest
 
 from netprobe.cost import Cost, read_cost
 
-from .conftest import FAST, IN_CI, VfsRunner, wait_for
+from .conftest import private_bus, FAST, VfsRunner, wait_for
 from .fsapi import VfsFS
 
 METERED_YES, METERED_NO, GUESS_YES = 1, 2, 3
@@ -24,15 +23,7 @@ HOME, ROAMING, ROAMING_SMS_ONLY = 1, 5, 7
 
 @pytest.fixture
 def bus(tmp_path, monkeypatch):
-    if shutil.which("dbus-daemon") is None:
-        if IN_CI:
-            pytest.fail("dbus-daemon is required in CI (apt-get install dbus)")
-        pytest.skip("dbus-daemon is missing")
-    daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
-                              stdout=subprocess.PIPE, text=True)
-    standin = None
-    try:
-        address = daemon.stdout.readline().strip()
+    with private_bus() as address:
         state = tmp_path / "links.json"
 
         def set_state(metered, registration):
@@ -44,14 +35,13 @@ def bus(tmp_path, monkeypatch):
         standin = subprocess.Popen([sys.executable, "-m", "tests.dbus_standin", address, str(state)],
                                    stdout=subprocess.PIPE, text=True,
                                    cwd=os.path.dirname(os.path.dirname(__file__)))
-        assert standin.stdout.readline().strip() == "ready"
-        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
-        yield set_state
-    finally:
-        for proc in (standin, daemon):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(5)
+        try:
+            assert standin.stdout.readline().strip() == "ready"
+            monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
+            yield set_state
+        finally:
+            standin.terminate()
+            standin.wait(5)
 
 
 def test_read_cost_follows_the_services(bus):

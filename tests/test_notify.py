@@ -10,7 +10,6 @@ import dataclasses
 import json
 import itertools
 import logging
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,26 +23,11 @@ from cscfs.link import LinkKeeper
 from cscfs.metadata import State
 from cscfs.notify import OFFLINE_NOTE, ONLINE_NOTE, DBusSender, LinkNotices, Notifier
 
-from .conftest import FAST, IN_CI, VfsRunner, wait_for
+from .conftest import FAST, VfsRunner, private_bus, wait_for
 from .fsapi import VfsFS
 
 ROOT = Path(__file__).resolve().parent.parent
 KEEP = "--keep local|server|both"
-
-
-@contextlib.contextmanager
-def private_bus():
-    if shutil.which("dbus-daemon") is None:
-        if IN_CI:
-            pytest.fail("dbus-daemon is required in CI (apt-get install dbus)")
-        pytest.skip("dbus-daemon is missing")
-    daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        yield daemon.stdout.readline().strip()
-    finally:
-        daemon.terminate()
-        daemon.wait(5)
 
 
 class Server:
