@@ -14,7 +14,7 @@ import pytest
 
 from netprobe.cost import Cost, read_cost
 
-from .conftest import private_bus, FAST, VfsRunner, wait_for
+from .conftest import FAST, VfsRunner, private_bus, wait_for
 from .fsapi import VfsFS
 
 METERED_YES, METERED_NO, GUESS_YES = 1, 2, 3
