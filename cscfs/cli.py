@@ -56,11 +56,13 @@ def cli() -> None:
 @click.option("--probe", metavar="HOST:PORT",
               help="a folder server's host to probe for reachability and latency "
                    "(the NFS or CIFS server behind the folder)")
+@click.option("--allow-other", is_flag=True, default=None,
+              help=OPTION_HELP["allow_other"])
 @click.option("--ready-fd", type=int, hidden=True)
 @click.option("--secret-stdin", is_flag=True, hidden=True)
 @click.option("--server-state", type=click.Choice(["reachable", "unreachable"]), hidden=True)
 def mount(server, mountpoint, data_dir, foreground, write_back_delay, credentials_file,
-          probe, ready_fd, secret_stdin, server_state):
+          probe, allow_other, ready_fd, secret_stdin, server_state):
     """Mount SERVER at MOUNTPOINT through the local cache.
 
     SERVER is a folder (a local directory, an NFS or CIFS mount) or an SMB share,
@@ -69,7 +71,8 @@ def mount(server, mountpoint, data_dir, foreground, write_back_delay, credential
     """
     from . import daemon
 
-    options = load_options(write_back_delay=write_back_delay, probe=probe)
+    options = load_options(write_back_delay=write_back_delay, probe=probe,
+                           allow_other=allow_other)
     try:
         creds = _smb_credentials(server, credentials_file, secret_stdin)
         plan = daemon.plan_mount(server, mountpoint, data_dir, options, creds, server_state)

@@ -36,7 +36,7 @@ from .link import LinkKeeper
 from .linkmon import LinkMonitor
 from .listing import Listing
 from .metadata import ROOT_INO, State
-from . import modes
+from . import errors, modes
 from .notify import Notifier
 from .quota import Quota
 from .remote.base import RemoteStore
@@ -190,8 +190,17 @@ class Client:
         """Names first: the mount's own folder is listed before the mount reports
         ready, so a cut right after still leaves it listable."""
         if self.link.online:
+            root = self.table.nodes[ROOT_INO]
             with trio.move_on_after(self.opts.remote_timeout):
-                await self.listing.refresh(self.table.nodes[ROOT_INO], force=True)
+                await self.listing.refresh(root, force=True)
+                # The mount point shows the server folder's own mode and owner.
+                try:
+                    st = await self.gateway.stat_or_none("")
+                except errors.RemoteError:
+                    st = None
+                if st is not None and self.store.stores_modes:
+                    root.mode, root.uid, root.gid = st.mode, st.uid, st.gid
+                    self.state.save(root)
 
     def pinned_changed(self) -> None:
         """A pin: fill what it asks for now (Always-Offline too, on a fast link)."""

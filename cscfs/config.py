@@ -107,6 +107,10 @@ class Options:
     primary_computers_only: bool = _opt(
         False, "redirected folders are mounted on primary computers only; any other "
                "computer applies the folder's removal policy instead")
+    allow_other: bool = _opt(
+        False, "let other users into the mount, under the usual permission checks by "
+               "the kernel on each item's mode and owner (a user other than root needs "
+               "user_allow_other in /etc/fuse.conf)")
 
 
 OPTION_HELP = {f.name: f.metadata["help"] for f in fields(Options)}

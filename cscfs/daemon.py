@@ -88,6 +88,24 @@ def clear_stale_mount(mountpoint: str, even_if_alive: bool = False) -> str | Non
     return state
 
 
+FUSE_CONF = "/etc/fuse.conf"
+
+
+def check_allow_other() -> None:
+    """fusermount3 lets a user other than root mount for others only where
+    /etc/fuse.conf says user_allow_other: say so before mounting."""
+    if os.geteuid() == 0:
+        return
+    try:
+        with open(FUSE_CONF) as f:
+            allowed = any(line.split("#", 1)[0].strip() == "user_allow_other" for line in f)
+    except OSError:
+        allowed = False
+    if not allowed:
+        raise UserError(f"--allow-other: {FUSE_CONF} must contain the line "
+                        f"'user_allow_other' for a user other than root to let others in")
+
+
 def _lock_data_dir(data_dir: str) -> int:
     fd = os.open(os.path.join(data_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -123,6 +141,8 @@ def plan_mount(server: str, mountpoint: str, data_dir: str | None,
         raise UserError(f"data dir {data_dir} holds the cache of {known}, "
                         f"not {store.url}: give another --data-dir")
     parse_probe(options.probe)
+    if options.allow_other:
+        check_allow_other()
     reachable = server_state != "unreachable"
     try:
         if server_state is not None:  # the daemon's parent checked it a moment ago
@@ -191,6 +211,8 @@ def start_background(plan: MountPlan, options: Options) -> int:
             "--server-state", "reachable" if plan.server_reachable else "unreachable"]
     if options.probe:
         argv += ["--probe", options.probe]
+    if options.allow_other:
+        argv.append("--allow-other")
     # The password goes to the daemon on its stdin: never in argv or its environment.
     env = {k: v for k, v in os.environ.items() if k != ENV_PASSWORD}
     if plan.credentials is not None:
@@ -254,6 +276,7 @@ class Daemon:
         self.socket_path = socket_path(plan.mountpoint)
         self.record_path = daemon_record_path(plan.mountpoint)
         self.record = mounts.this_process()
+        self.options = options
         self.started = time.time()
 
     async def handle(self, request: dict) -> dict:
@@ -297,7 +320,7 @@ class Daemon:
 
         if not self.plan.server_reachable:  # found so while planning: start offline
             self.client.link.observed(None, "unreachable when mounted")
-        fuse_ops.mount(self.ops, self.plan.mountpoint)
+        fuse_ops.mount(self.ops, self.plan.mountpoint, self.options.allow_other)
         # From here a mount exists that could outlive us: say whose it is.
         mounts.write_record(self.record_path, self.record)
         await self.client.list_root()  # before ready; the kernel's requests wait meanwhile

@@ -163,10 +163,12 @@ class TreePort:
     def uploaded(self, item: Node, st: RemoteStat, sha: str | None, clean: bool,
                  path: str) -> None:
         item.set_base(st.fingerprint, sha)
-        item.mode = st.mode  # what the server keeps (SMB: no POSIX modes)
         item.checked_at = self.table.clock()
         if clean:
             item.dirty = False
+            # What the server keeps (SMB: no POSIX modes, no owners); a change made
+            # meanwhile stays for the next upload.
+            item.mode, item.uid, item.gid = st.mode, st.uid, st.gid
         # In the next batch: if that is lost in a crash, the next upload finds the
         # server holding this very content and takes it as its base.
         self.table.changed(item)

@@ -117,6 +117,7 @@ class FuseOperations(pyfuse3.Operations):
         e.st_uid, e.st_gid, e.st_size, e.st_blocks = a.uid, a.gid, a.size, a.blocks
         e.st_blksize = 4096
         e.st_atime_ns, e.st_mtime_ns, e.st_ctime_ns = a.atime_ns, a.mtime_ns, a.ctime_ns
+        e.st_rdev = a.rdev
         e.entry_timeout = e.attr_timeout = self.vfs.ttl
         return e
 
@@ -137,7 +138,9 @@ class FuseOperations(pyfuse3.Operations):
             inode,
             mode=attr.st_mode if fields.update_mode else None,
             size=attr.st_size if fields.update_size else None,
-            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None)
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None)
         return self._node_entry(node)
 
     @_translated
@@ -167,7 +170,13 @@ class FuseOperations(pyfuse3.Operations):
 
     @_translated
     async def mkdir(self, parent_inode, name, mode, ctx):
-        return self._node_entry(await self.vfs.mkdir(parent_inode, os.fsdecode(name), mode))
+        return self._node_entry(await self.vfs.mkdir(parent_inode, os.fsdecode(name), mode,
+                                                     (ctx.uid, ctx.gid)))
+
+    @_translated
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        return self._node_entry(await self.vfs.mknod(parent_inode, os.fsdecode(name), mode,
+                                                     rdev, (ctx.uid, ctx.gid)))
 
     @_translated
     async def rmdir(self, parent_inode, name, ctx):
@@ -179,7 +188,8 @@ class FuseOperations(pyfuse3.Operations):
 
     @_translated
     async def symlink(self, parent_inode, name, target, ctx):
-        node = await self.vfs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target))
+        node = await self.vfs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target),
+                                      (ctx.uid, ctx.gid))
         return self._node_entry(node)
 
     @_translated
@@ -198,7 +208,8 @@ class FuseOperations(pyfuse3.Operations):
 
     @_translated
     async def create(self, parent_inode, name, mode, flags, ctx):
-        fh, node = await self.vfs.create(parent_inode, os.fsdecode(name), mode, flags)
+        fh, node = await self.vfs.create(parent_inode, os.fsdecode(name), mode, flags,
+                                         (ctx.uid, ctx.gid))
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._node_entry(node)
 
     @_translated
@@ -252,13 +263,17 @@ class FuseOperations(pyfuse3.Operations):
         pass  # inode numbers are ours and stable; nodes live as long as their rows
 
 
-def mount_options() -> set[str]:
-    return set(pyfuse3.default_options) | {"fsname=cscfs", "subtype=cscfs", "noatime"}
+def mount_options(allow_other: bool = False) -> set[str]:
+    # default_permissions: the kernel checks modes and owners as the VFS reports them,
+    # so allow_other lets other users in under the usual rules.
+    options = set(pyfuse3.default_options) | {"fsname=cscfs", "subtype=cscfs", "noatime",
+                                              "default_permissions"}
+    return options | {"allow_other"} if allow_other else options
 
 
-def mount(ops: FuseOperations, mountpoint: str) -> None:
+def mount(ops: FuseOperations, mountpoint: str, allow_other: bool = False) -> None:
     global _mounted, _session_fd
-    pyfuse3.init(ops, mountpoint, mount_options())
+    pyfuse3.init(ops, mountpoint, mount_options(allow_other))
     _mounted, _session_fd = True, _dev_fuse_fd()
 
 

@@ -108,8 +108,8 @@ class RemoteGateway:
         return await self.call(self.store.read, path, offset, length, background=background)
 
     async def upload(self, path: str, chunks, expected: Fingerprint | None, mode: int,
-                     mtime_ns: int) -> RemoteStat:
-        return await self.call(self.store.upload, path, chunks, expected, mode, mtime_ns)
+                     mtime_ns: int, owner: tuple[int, int] | None = None) -> RemoteStat:
+        return await self.call(self.store.upload, path, chunks, expected, mode, mtime_ns, owner)
 
     async def mkdir(self, path: str, mode: int) -> RemoteStat:
         return await self.call(self.store.mkdir, path, mode)
@@ -128,6 +128,12 @@ class RemoteGateway:
 
     async def symlink(self, target: str, path: str) -> RemoteStat:
         return await self.call(self.store.symlink, target, path)
+
+    async def mknod(self, path: str, kind: str, mode: int, rdev: int) -> RemoteStat:
+        return await self.call(self.store.mknod, path, kind, mode, rdev)
+
+    async def chown(self, path: str, uid: int, gid: int) -> RemoteStat:
+        return await self.call(self.store.chown, path, uid, gid)
 
     async def chmod(self, path: str, mode: int) -> RemoteStat:
         return await self.call(self.store.chmod, path, mode)

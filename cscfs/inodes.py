@@ -179,11 +179,15 @@ class InodeTable:
     # ------------------------------------------------------- tree changes
     def add(self, parent: Node, name: str, kind: str, mode: int, size: int = 0,
             mtime_ns: int | None = None, target: str | None = None,
-            remote: RemoteStat | None = None, dirty: bool = False) -> Node:
+            remote: RemoteStat | None = None, dirty: bool = False,
+            owner: tuple[int | None, int | None] = (None, None), rdev: int = 0) -> Node:
         now = time.time_ns()
+        if remote is not None:
+            owner = (remote.uid, remote.gid)
         node = Node(ino=0, parent=parent.ino, name=name, kind=kind, mode=mode, size=size,
                     mtime_ns=now if mtime_ns is None else mtime_ns, ctime_ns=now,
-                    target=target, dirty=dirty, listed=(kind == "dir" and remote is None))
+                    target=target, dirty=dirty, listed=(kind == "dir" and remote is None),
+                    uid=owner[0], gid=owner[1], rdev=rdev)
         if kind == "dir":
             node.children = {}
         if remote is not None:
@@ -196,7 +200,7 @@ class InodeTable:
 
     def add_remote(self, parent: Node, st: RemoteStat) -> Node:
         node = self.add(parent, st.name, st.kind, st.mode, size=st.size,
-                        mtime_ns=st.mtime_ns, target=st.target, remote=st)
+                        mtime_ns=st.mtime_ns, target=st.target, remote=st, rdev=st.rdev)
         node.listed = False
         if node.kind == "dir":
             node.checked_at = -1e9  # its children are not listed yet
@@ -234,6 +238,7 @@ class InodeTable:
         """The server has a new version of a clean file: forget our copy. A fetch of
         the old version still under way sees the epoch move and drops its bytes."""
         node.size, node.mtime_ns, node.mode = st.size, st.mtime_ns, st.mode
+        node.uid, node.gid = st.uid, st.gid
         node.set_base(st.fingerprint)
         node.present.clear()
         node.epoch += 1

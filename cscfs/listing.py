@@ -129,15 +129,18 @@ class Listing:
                     self.invalidate.entry(d.ino, name)
                 elif child.kind == "file":
                     table.drop_content(child, st)
-                else:  # a symlink pointing elsewhere now
+                else:  # a symlink pointing elsewhere now, a special file changed
                     child.target, child.base, child.mtime_ns = st.target, st.fingerprint, st.mtime_ns
+                    child.rdev, child.uid, child.gid = st.rdev, st.uid, st.gid
                     table.state.save(child)
             elif plan.action == rc.DELETE_LOCAL:
                 table.drop(child)
                 self.invalidate.entry(d.ino, name)
-            elif plan.action == rc.NOTHING and st is not None:
-                if self.gateway.stores_modes and child.mode != st.mode and not child.dirty:
-                    child.mode = st.mode
+            elif plan.action == rc.NOTHING and st is not None and not child.dirty:
+                # Mode and owner changed there (a chmod, a chown: no new version).
+                mode = st.mode if self.gateway.stores_modes else child.mode
+                if (child.mode, child.uid, child.gid) != (mode, st.uid, st.gid):
+                    child.mode, child.uid, child.gid = mode, st.uid, st.gid
                     table.state.save(child)
             if child.kind != "dir" and not child.unlinked:
                 child.checked_at = self.clock()  # a folder's checked_at dates its listing

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from sync.ports import SPECIAL_KINDS
 from sync.vocabulary import DELETE_UPDATE
 
 from . import errors
@@ -49,13 +50,15 @@ from .inodes import InodeTable
 from .link import LinkKeeper
 from .listing import Listing
 from .metadata import ROOT_INO, Node
-from .remote.base import RemoteStat, RemoteStore, join
+from .owners import Owner, Owners
+from .remote.base import RemoteStore, join
 
 log = logging.getLogger("cscfs.vfs")
 
 XATTR_STATUS = "user.cscfs.status"
 XATTR_PINNED = "user.cscfs.pinned"
 XATTRS = (XATTR_STATUS, XATTR_PINNED)
+NAME_MAX = 255  # bytes, as statfs says
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
@@ -83,6 +86,7 @@ class Attr:
     atime_ns: int
     mtime_ns: int
     ctime_ns: int
+    rdev: int = 0
 
 
 @dataclass(slots=True)
@@ -99,10 +103,13 @@ class FsSpace:
     blocks_free: int
     files: int
     files_free: int
-    name_max: int = 255
+    name_max: int = NAME_MAX
 
 
-_KIND_BITS = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "symlink": statmod.S_IFLNK}
+_KIND_BITS = {"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "symlink": statmod.S_IFLNK,
+              "fifo": statmod.S_IFIFO, "socket": statmod.S_IFSOCK,
+              "chardev": statmod.S_IFCHR, "blockdev": statmod.S_IFBLK}
+_SPECIAL_BY_BITS = {_KIND_BITS[k]: k for k in SPECIAL_KINDS}
 
 
 class VFS:
@@ -115,7 +122,7 @@ class VFS:
         self.journal, self.conflicts, self.writeback = journal, conflicts, writeback
         self.space = space
         self.clock = clock
-        self.uid, self.gid = os.getuid(), os.getgid()
+        self.owners = Owners(store)
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._space_cache: tuple[float, FsSpace] | None = None
@@ -139,10 +146,23 @@ class VFS:
     def attr(self, node: Node) -> Attr:
         size = node.size if node.kind == "file" else (
             len(node.target.encode()) if node.kind == "symlink" else 0)
+        uid, gid = self.owners.of(node)
         return Attr(
-            ino=node.ino, mode=_KIND_BITS[node.kind] | node.mode, nlink=1,
-            uid=self.uid, gid=self.gid, size=size, blocks=(size + 511) // 512,
-            atime_ns=node.mtime_ns, mtime_ns=node.mtime_ns, ctime_ns=node.ctime_ns)
+            ino=node.ino, mode=_KIND_BITS[node.kind] | node.mode, nlink=self._nlink(node),
+            uid=uid, gid=gid, size=size, blocks=(size + 511) // 512,
+            atime_ns=node.mtime_ns, mtime_ns=node.mtime_ns, ctime_ns=node.ctime_ns,
+            rdev=node.rdev)
+
+    def _nlink(self, node: Node) -> int:
+        """A folder's links: its name, its '.', each subfolder's '..'; counted only
+        when its listing is complete (1, as btrfs says, where the count is unknown:
+        `find` then does not skip subfolders it was never told of)."""
+        if node.unlinked:
+            return 0  # still open, no name left
+        if node.kind != "dir" or not node.listed:
+            return 1
+        nodes = self.table.nodes
+        return 2 + sum(nodes[i].kind == "dir" for i in node.children.values())
 
     # ------------------------------------------------------------ operations
     async def lookup(self, parent_ino: int, name: str) -> Node:
@@ -155,6 +175,8 @@ class VFS:
         ino = parent.children.get(name)
         if ino is None:
             self.listing.require_listing(parent, self.online)
+            if len(os.fsencode(name)) > NAME_MAX:
+                raise fs_error(errno.ENAMETOOLONG)
             raise fs_error(errno.ENOENT)
         return self.table.nodes[ino]
 
@@ -186,55 +208,94 @@ class VFS:
             log.warning("refused name: %s", exc)
             raise
 
-    async def mkdir(self, parent_ino: int, name: str, mode: int) -> Node:
+    async def mkdir(self, parent_ino: int, name: str, mode: int,
+                    owner: Owner | None = None) -> Node:
         parent = self.table.dir(parent_ino)
+        mode &= 0o7777
+        if parent.mode & statmod.S_ISGID:
+            mode |= statmod.S_ISGID  # a set-group-ID folder's subfolders are too
+        return await self._make(parent, name, "dir", mode, owner,
+                                lambda path: self.store.mkdir(path, mode))
+
+    async def symlink(self, parent_ino: int, name: str, target: str,
+                      owner: Owner | None = None) -> Node:
+        return await self._make(self.table.dir(parent_ino), name, "symlink", 0o777, owner,
+                                lambda path: self.store.symlink(target, path), target=target)
+
+    async def mknod(self, parent_ino: int, name: str, mode: int, rdev: int,
+                    owner: Owner | None = None) -> Node:
+        """A fifo, socket or device node: on the server where it can hold one (a
+        folder server; SMB refuses with EPERM, as a cifs mount does)."""
+        kind = _SPECIAL_BY_BITS.get(statmod.S_IFMT(mode))
+        if kind is None:
+            if statmod.S_IFMT(mode) not in (0, statmod.S_IFREG):
+                raise fs_error(errno.EINVAL)
+            fh, node = await self.create(parent_ino, name, mode,
+                                         os.O_CREAT | os.O_EXCL | os.O_WRONLY, owner)
+            await self.release(fh)
+            return node
+        if not self.store.can_mknod(kind):
+            raise fs_error(errno.EPERM, f"the server cannot hold a {kind}")
+        rdev = rdev if kind in ("chardev", "blockdev") else 0
+        mode &= 0o7777
+        return await self._make(self.table.dir(parent_ino), name, kind, mode, owner,
+                                lambda path: self.store.mknod(path, kind, mode, rdev), rdev=rdev)
+
+    async def _make(self, parent: Node, name: str, kind: str, mode: int,
+                    owner: Owner | None, make, target: str | None = None,
+                    rdev: int = 0) -> Node:
+        """mkdir, symlink, mknod: a namespace item with no content. On the server now
+        (`make(path)`, then its owner) if we may; else here, and in the journal."""
         await self.listing.refresh(parent)
         self._check_new_name(parent, name)
         path = join(self.table.path_of(parent), name)
+        uid, gid = self.owners.for_new(parent, owner)
+        op, fields = {"dir": ("mkdir", {"mode": mode}),
+                      "symlink": ("symlink", {"link_target": target})}.get(
+            kind, ("mknod", {"mode": mode, "rdev": rdev}))
         with self.table.changing(parent):
             if self.direct:
                 try:
-                    st = await self.gateway.call(self.store.mkdir, path, mode & 0o7777)
+                    st = await self.gateway.call(make, path)
                 except errors.Unavailable:
                     pass  # the link went: journal it like any offline change
                 else:
                     self._check_new_name(parent, name)
-                    node = self.table.add(parent, name, "dir", st.mode, mtime_ns=st.mtime_ns,
-                                          remote=st)
-                    node.listed = True
+                    node = self.table.add(parent, name, kind, st.mode, mtime_ns=st.mtime_ns,
+                                          target=target, remote=st, rdev=rdev)
+                    node.listed = kind == "dir"
+                    await self._give(node, path, uid, gid, mode)
                     self.table.state.save(node)
+                    self._touched(parent)
                     return node
             self._check_new_name(parent, name)
             with self.table.state.transaction():
-                node = self.table.add(parent, name, "dir", mode & 0o7777)
-                self.journal.add("mkdir", node, path, mode=mode & 0o7777)
+                node = self.table.add(parent, name, kind, mode, target=target,
+                                      owner=(uid, gid), rdev=rdev)
+                self.journal.add(op, node, path, uid=uid, gid=gid, **fields)
+            self._touched(parent)
             return node
 
-    async def symlink(self, parent_ino: int, name: str, target: str) -> Node:
-        parent = self.table.dir(parent_ino)
-        await self.listing.refresh(parent)
-        self._check_new_name(parent, name)
-        path = join(self.table.path_of(parent), name)
-        with self.table.changing(parent):
-            if self.direct:
-                try:
-                    st = await self.gateway.call(self.store.symlink, target, path)
-                except errors.Unavailable:
-                    pass
-                else:
-                    self._check_new_name(parent, name)
-                    return self.table.add(parent, name, "symlink", 0o777,
-                                          mtime_ns=st.mtime_ns, target=target, remote=st)
-            self._check_new_name(parent, name)
-            with self.table.state.transaction():
-                node = self.table.add(parent, name, "symlink", 0o777, target=target)
-                self.journal.add("symlink", node, path, link_target=target)
-            return node
+    async def _give(self, node: Node, path: str, uid: int | None, gid: int | None,
+                    mode: int) -> None:
+        """An item just made on the server (as the daemon's): give it its owner, then
+        its mode again (a chown clears set-ID bits). Cut off: the journal does it."""
+        try:
+            if uid is not None and (node.uid, node.gid) != (uid, gid):
+                st = await self.gateway.call(self.store.chown, path, uid, gid)
+                node.uid, node.gid, node.mode = st.uid, st.gid, st.mode
+            if self.store.stores_modes and node.kind != "symlink" and node.mode != mode:
+                node.mode = (await self.gateway.call(self.store.chmod, path, mode)).mode
+        except errors.Unavailable:
+            node.uid, node.gid, node.mode = uid, gid, mode
+            self.journal.add("setattr", node, path, uid=uid, gid=gid,
+                             mode=None if node.kind == "symlink" else mode)
 
-    async def create(self, parent_ino: int, name: str, mode: int, flags: int) -> tuple[int, Node]:
+    async def create(self, parent_ino: int, name: str, mode: int, flags: int,
+                     owner: Owner | None = None) -> tuple[int, Node]:
         """A new file lives only here until its first upload (after the last close),
         so a temporary file that is written, renamed over a document and closed
-        reaches the server as one atomic replace."""
+        reaches the server as one atomic replace (with its owner and mode)."""
         parent = self.table.dir(parent_ino)
         await self.listing.refresh(parent)
         if name in parent.children:
@@ -244,7 +305,9 @@ class VFS:
             return await self.open(node.ino, flags), node
         self._check_server_name(name)
         with self.table.changing(parent):
-            node = self.table.add(parent, name, "file", mode & 0o7777, dirty=True)
+            node = self.table.add(parent, name, "file", mode & 0o7777, dirty=True,
+                                  owner=self.owners.for_new(parent, owner))
+            self._touched(parent)
         node.fd = self.table.content.open(node.ino, truncate=True)
         return self._new_handle(node, writable=True), node
 
@@ -361,8 +424,10 @@ class VFS:
             self.writeback.schedule(node)
 
     async def setattr(self, ino: int, *, mode: int | None = None, size: int | None = None,
-                      mtime_ns: int | None = None) -> Node:
+                      mtime_ns: int | None = None, uid: int | None = None,
+                      gid: int | None = None) -> Node:
         node = self.table.node(ino)
+        owner = self.owners.change(node, uid, gid)  # EPERM before anything changes
         if size is not None:
             if node.kind == "dir":
                 raise fs_error(errno.EISDIR)
@@ -372,35 +437,37 @@ class VFS:
                 self._set_size(node, size)
         if not self.store.stores_modes:
             mode = None  # like a cifs mount: chmod succeeds and changes nothing
-        if mode is None and mtime_ns is None:
+        if mode is not None:
+            mode &= 0o7777
+        if mode is None and mtime_ns is None and owner is None:
             return node
         if node.kind != "file" and not self.direct:
-            # A folder or a link changed offline: here now, on the server at replay.
-            if mode is not None:
-                node.mode = mode & 0o7777
-            if mtime_ns is not None:
-                node.mtime_ns = mtime_ns
-            self.journal.add("setattr", node, self.table.path_of(node), mode=mode and mode & 0o7777,
-                          mtime_ns=mtime_ns)
-        elif node.base is not None and not node.dirty and self.direct:
+            # A folder, link or special file changed offline: here now, on the server
+            # at replay.
+            self._set_here(node, mode, mtime_ns, owner)
+            self.journal.add("setattr", node, self.table.path_of(node), mode=mode,
+                             mtime_ns=mtime_ns, uid=owner and owner[0], gid=owner and owner[1])
+        elif self.direct and not node.dirty and (node.base is not None or node.kind != "file"):
             # Clean and on the server: change it there, keep the new fingerprint.
             path = self.table.path_of(node)
             async with self.table.lock(node):
                 st = None
-                if mode is not None and (mode & 0o7777) != node.mode:
-                    st = await self.gateway.call(self.store.chmod, path, mode & 0o7777)
+                if owner is not None:  # first: a chown clears set-ID bits
+                    st = await self.gateway.call(self.store.chown, path, *owner)
+                if mode is not None and mode != (node.mode if st is None else st.mode):
+                    st = await self.gateway.call(self.store.chmod, path, mode)
                 if mtime_ns is not None and node.kind != "symlink":
                     st = await self.gateway.call(self.store.set_mtime, path, mtime_ns)
                 if st is not None:
-                    node.mode, node.mtime_ns = st.mode, st.mtime_ns
-                    if node.kind == "file" and not node.dirty:
+                    node.mode, node.mtime_ns, node.uid, node.gid = (
+                        st.mode, st.mtime_ns, st.uid, st.gid)
+                    if node.kind != "dir" and not node.dirty and node.base is not None:
                         node.set_base(st.fingerprint, node.base_sha)  # same content
                     node.size = st.size if node.kind == "file" else node.size
         else:
-            if mode is not None:
-                node.mode = mode & 0o7777
-            if mtime_ns is not None:
-                node.mtime_ns = mtime_ns
+            # A file changed here or not on the server yet: its upload carries these.
+            self._set_here(node, mode, mtime_ns, owner)
+            node.generation += 1  # an upload under way sends the old ones: once more
             if not node.dirty:
                 await self.fetcher.fetch(node, 0, node.size)
                 self.table.mark_dirty(node)
@@ -409,6 +476,25 @@ class VFS:
         node.ctime_ns = time.time_ns()
         self.table.state.save(node)
         return node
+
+    def _touched(self, *folders: Node) -> None:
+        """An entry of these folders was made, removed or renamed: their mtime and
+        ctime move, as POSIX asks (a folder's times are never compared with the
+        server's, so ours may run ahead of them)."""
+        now = time.time_ns()
+        for d in folders:
+            d.mtime_ns = d.ctime_ns = now
+            self.table.changed(d)
+
+    @staticmethod
+    def _set_here(node: Node, mode: int | None, mtime_ns: int | None,
+                  owner: Owner | None) -> None:
+        if mode is not None:
+            node.mode = mode
+        if mtime_ns is not None:
+            node.mtime_ns = mtime_ns
+        if owner is not None:
+            node.uid, node.gid = owner
 
     @staticmethod
     def _on_server(node: Node) -> bool:
@@ -431,6 +517,7 @@ class VFS:
                                   base=node.base if node.kind == "file" else None)
                 if not node.unlinked and node.ino in self.table.nodes:
                     self.table.drop(node)
+                    self._touched(parent)
 
     async def _try_direct(self, fn, *args) -> bool:
         """Do a namespace change on the server now if we may; False: journal it."""
@@ -479,6 +566,7 @@ class VFS:
             if node.children:
                 raise fs_error(errno.ENOTEMPTY)
             self.table.drop(node)
+            self._touched(parent)
 
     async def _rmdir_remote(self, path: str) -> None:
         try:
@@ -539,6 +627,7 @@ class VFS:
                     self.table.drop(target)
                 self.table.move(node, new_parent, new_name)
                 node.checked_at = self.clock()
+                self._touched(old_parent, new_parent)
         self.writeback.renamed(node)
 
     async def _rename_remote(self, old_path: str, new_path: str, target: Node | None,
@@ -549,12 +638,6 @@ class VFS:
             if st is not None and st.fingerprint != target.base:
                 raise fs_error(errno.EBUSY, f"{new_path} changed on the server")
         await self.gateway.call(self.store.rename, old_path, new_path, replaces)
-
-    async def _remote_stat_or_none(self, path: str) -> RemoteStat | None:
-        try:
-            return await self.gateway.call(self.store.stat, path)
-        except errors.NotFound:
-            return None
 
     async def link(self, ino: int, new_parent_ino: int, new_name: str) -> None:
         raise fs_error(errno.EPERM, "hard links are not supported")

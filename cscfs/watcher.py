@@ -93,6 +93,11 @@ class ChangeWatcher:
         for callback in self.on_change:
             callback()
 
+    def _same_attrs(self, node, now: RemoteStat) -> bool:
+        """Mode and owner as we show them (a chmod or chown there makes no new version)."""
+        return not self.store.stores_modes or (now.mode, now.uid, now.gid) == (
+            node.mode, node.uid, node.gid)
+
     def on_remote_change(self, path: str, now: RemoteStat | None | object = UNKNOWN) -> None:
         """Something at `path` changed on the server (`now`: what a stat found there
         after the event, None: nothing, UNKNOWN: not looked): forget what we checked."""
@@ -114,7 +119,8 @@ class ChangeWatcher:
             if known and now is None and table.busy_dirs.get(node.parent):
                 return  # our own delete or rename there, still under way
             if known and isinstance(now, RemoteStat) and now.kind == node.kind and (
-                    node.kind == "dir" or now.fingerprint == node.base or node.dirty):
+                    node.dirty or self._same_attrs(node, now) and (
+                        node.kind == "dir" or now.fingerprint == node.base)):
                 # What we have (e.g. our own upload), or ours will replace it: the
                 # upload checks the base and keeps both on a conflict.
                 return

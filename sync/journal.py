@@ -1,20 +1,21 @@
 """Offline-journal compaction: Coda's log optimisations over cscfs's journal.
 
 While not online, every namespace change (mkdir, rmdir, unlink, rename, symlink,
-setattr of a folder or link) is journaled and replayed in order on return. Much of
-a long offline session cancels out: a folder made and removed again, a folder
-renamed twice, a mode changed three times. Coda (Kistler & Satyanarayanan, 1992)
-optimises its replay log for the same reason: fewer server calls, and fewer
-chances of a conflict for something the server never needs to see.
+mknod, setattr of a folder, link or special file) is journaled and replayed in
+order on return. Much of a long offline session cancels out: a folder made and
+removed again, a folder renamed twice, a mode changed three times. Coda (Kistler &
+Satyanarayanan, 1992) optimises its replay log for the same reason: fewer server
+calls, and fewer chances of a conflict for something the server never needs to see.
 
 `compact(entries)` takes the journal as `State.journal()` returns it (dicts in
 replay order) and returns a shorter one that leaves the server with the same
 result as replaying the whole journal, assuming the server did not change
 meanwhile:
 
-1. create then delete cancels: a folder or link made and removed again never
-   reaches the server, nor does anything done to it in between; unless another
-   kept change used a path only it made exist, or it replaced something there.
+1. create then delete cancels: a folder, link or special file made and removed
+   again never reaches the server, nor does anything done to it in between;
+   unless another kept change used a path only it made exist, or it replaced
+   something there.
 2. repeated setattrs of one item at one path coalesce into the last one.
 3. a setattr of an item deleted later, not renamed in between, is dropped.
 4. adjacent renames of one item (A->B, B->C) merge into one (A->C), unless the
@@ -34,8 +35,9 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right, insort
 from collections import defaultdict
 
-_CREATES = frozenset({"mkdir", "symlink"})
+_CREATES = frozenset({"mkdir", "symlink", "mknod"})
 _DELETES = frozenset({"rmdir", "unlink"})
+_SETATTR_FIELDS = ("mode", "mtime_ns", "uid", "gid")
 
 
 def compact(entries: list[dict]) -> list[dict]:
@@ -145,8 +147,8 @@ class _Live:
 
 
 def _lives(entries: list[dict]) -> tuple[list[int | None], dict[int, int | None]]:
-    """An item's life: from its create (mkdir, symlink) to its delete, if both are in
-    the journal. Returns, per entry, the life it belongs to (the create's index, or
+    """An item's life: from its create (mkdir, symlink, mknod) to its delete, if both
+    are in the journal. Returns, per entry, the life it belongs to (the create's index, or
     None), and each life's delete index (None: not deleted in the journal, e.g. it
     was replaced by a rename). Keyed by index, not ino, should an ino come back."""
     owner: list[int | None] = [None] * len(entries)
@@ -265,9 +267,8 @@ def _coalesce_setattrs(entries: list[dict]) -> list[dict]:
             pi, p = pending[ino]
             prev = out[p]
             if prev["path"] == e["path"] and not index.touched(pi, i, e["path"]):
-                e = dict(e, mode=e["mode"] if e["mode"] is not None else prev["mode"],
-                         mtime_ns=(e["mtime_ns"] if e["mtime_ns"] is not None
-                                   else prev["mtime_ns"]))
+                e = dict(e, **{f: e.get(f) if e.get(f) is not None else prev.get(f)
+                               for f in _SETATTR_FIELDS if f in e or f in prev})
                 out[p] = None
         pending[ino] = (i, len(out))
         out.append(e)

@@ -28,15 +28,22 @@ class Fingerprint:
     file_id: int
 
 
+# Special files: namespace items without content, like a symlink (made by mknod).
+SPECIAL_KINDS = ("fifo", "socket", "chardev", "blockdev")
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteStat:
     name: str
-    kind: str  # "file", "dir" or "symlink"
+    kind: str  # "file", "dir", "symlink" or one of SPECIAL_KINDS
     size: int
     mtime_ns: int
     mode: int  # permission bits only
     file_id: int
     target: str | None = None  # symlink target
+    uid: int | None = None  # owner; None: the server keeps none (SMB), the mounting user's
+    gid: int | None = None
+    rdev: int = 0  # device number of a chardev or blockdev
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -87,6 +94,8 @@ class Item(Protocol):
     name: str
     kind: str
     mode: int
+    uid: int | None            # owner; None: the mounting user's
+    gid: int | None
     size: int
     mtime_ns: int
     base: Fingerprint | None   # the server version at the last sync; None: never there
@@ -213,7 +222,11 @@ class Remote(Protocol):
                    ) -> bytes: ...
 
     async def upload(self, path: str, chunks: Iterator[bytes], expected: Fingerprint | None,
-                     mode: int, mtime_ns: int) -> RemoteStat: ...
+                     mode: int, mtime_ns: int, owner: tuple[int, int] | None = None
+                     ) -> RemoteStat:
+        """`owner` (uid, gid): give the new version this owner; None: as the server
+        makes it."""
+        ...
 
     async def mkdir(self, path: str, mode: int) -> RemoteStat: ...
 
@@ -228,6 +241,10 @@ class Remote(Protocol):
     async def rename(self, old: str, new: str, replace: bool) -> None: ...
 
     async def symlink(self, target: str, path: str) -> RemoteStat: ...
+
+    async def mknod(self, path: str, kind: str, mode: int, rdev: int) -> RemoteStat: ...
+
+    async def chown(self, path: str, uid: int, gid: int) -> RemoteStat: ...
 
     async def chmod(self, path: str, mode: int) -> RemoteStat: ...
 

@@ -116,7 +116,7 @@ class Replayer:
 
     # -------------------------------------------------------------- creates
     async def _create(self, e: dict, make) -> None:
-        """mkdir and symlink: the plan for a free name is PUSH; the server says
+        """mkdir, symlink and mknod: the plan for a free name is PUSH; the server says
         otherwise by AlreadyExists, and the plan is made again with what is there."""
         try:
             st = await make(e["path"])
@@ -135,11 +135,26 @@ class Replayer:
                 self.conflicts.record(e["path"], plan.conflict, None, theirs, None, copy)
         self._adopt(e["ino"], st)
 
+    async def _owned(self, e: dict, made, path: str) -> RemoteStat:
+        """An item just made (`made`, awaited), with the owner the entry asks for: the
+        server makes it the daemon's."""
+        st = await made
+        uid, gid = e.get("uid"), e.get("gid")
+        if uid is not None and (st.uid, st.gid) != (uid, gid):
+            st = await self.remote.chown(path, uid, gid)
+        return st
+
     async def _mkdir(self, e: dict) -> None:
-        await self._create(e, lambda path: self.remote.mkdir(path, e["mode"] or 0o755))
+        await self._create(e, lambda path: self._owned(
+            e, self.remote.mkdir(path, e["mode"] or 0o755), path))
 
     async def _symlink(self, e: dict) -> None:
-        await self._create(e, lambda path: self.remote.symlink(e["link_target"], path))
+        await self._create(e, lambda path: self._owned(
+            e, self.remote.symlink(e["link_target"], path), path))
+
+    async def _mknod(self, e: dict) -> None:
+        await self._create(e, lambda path: self._owned(
+            e, self.remote.mknod(path, e["kind"], e["mode"] or 0, e.get("rdev") or 0), path))
 
     # -------------------------------------------------------------- deletes
     async def _unlink(self, e: dict) -> None:
@@ -228,6 +243,11 @@ class Replayer:
     # ------------------------------------------------------------- setattr
     async def _setattr(self, e: dict) -> None:
         try:
+            uid, gid = e.get("uid"), e.get("gid")
+            if uid is not None or gid is not None:
+                # First: a change of owner clears the set-id bits the mode may set.
+                await self.remote.chown(e["path"], -1 if uid is None else uid,
+                                        -1 if gid is None else gid)
             if e["mode"] is not None and self.remote.stores_modes:
                 await self.remote.chmod(e["path"], e["mode"])
             if e["mtime_ns"] is not None and e["kind"] != "symlink":

@@ -24,6 +24,11 @@ CHUNK = 1 << 20
 RACY_HASH_MAX = 64 << 20  # larger racy files are trusted to their fingerprint
 
 
+def _owner(item: Item) -> tuple[int, int] | None:
+    """The owner the uploaded version gets: the item's, where it has one of its own."""
+    return None if item.uid is None or item.gid is None else (item.uid, item.gid)
+
+
 class Uploader:
     """`again(item)` asks the write-back queue to try the item once more at once."""
 
@@ -52,7 +57,7 @@ class Uploader:
             # A listing taken while the name is replaced would miss it.
             with self.tree.changing(self.tree.parent_of(item)):
                 st = await self.remote.upload(path, snap.chunks(), item.base, item.mode,
-                                              item.mtime_ns)
+                                              item.mtime_ns, _owner(item))
         except Changed as exc:
             if not await self._conflict(item, path, exc.current, snap):
                 self.again(item)
@@ -187,7 +192,7 @@ class Uploader:
             try:
                 with self.tree.changing(parent):
                     st = await self.remote.upload(path, snap.chunks(), None, item.mode,
-                                                  item.mtime_ns)
+                                                  item.mtime_ns, _owner(item))
             except Changed:
                 return None
             return st, None, None
@@ -201,7 +206,7 @@ class Uploader:
             try:
                 with self.tree.changing(parent):  # a listing taken meanwhile misses the copy
                     st = await self.remote.upload(copy_path, snap.chunks(), None, item.mode,
-                                                  item.mtime_ns)
+                                                  item.mtime_ns, _owner(item))
             except Changed:
                 continue  # taken on the server: the next name
             return st, copy, copy_path

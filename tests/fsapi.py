@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import stat
 import time
 
 from cscfs.errors import CscfsError
@@ -77,6 +78,15 @@ class MountFS:
 
     def truncate(self, path, size):
         os.truncate(self.p(path), size)
+
+    def chown(self, path, uid, gid):
+        os.lchown(self.p(path), uid, gid)
+
+    def mkfifo(self, path, mode=0o644):
+        os.mkfifo(self.p(path), mode)
+
+    def mknod(self, path, mode, rdev=0):
+        os.mknod(self.p(path), mode, rdev)
 
     def utime(self, path, mtime_ns):
         os.utime(self.p(path), ns=(mtime_ns, mtime_ns))
@@ -180,7 +190,7 @@ class VfsFS:
         return os.stat_result((a.mode, a.ino, 0, a.nlink, a.uid, a.gid, a.size,
                                a.atime_ns // 10**9, a.mtime_ns // 10**9, a.ctime_ns // 10**9,
                                a.atime_ns / 1e9, a.mtime_ns / 1e9, a.ctime_ns / 1e9,
-                               a.atime_ns, a.mtime_ns, a.ctime_ns))
+                               a.atime_ns, a.mtime_ns, a.ctime_ns, 4096, a.blocks, a.rdev))
 
     def exists(self, path) -> bool:
         try:
@@ -216,6 +226,15 @@ class VfsFS:
 
     def truncate(self, path, size):
         self._setattr(path, size=size)
+
+    def chown(self, path, uid, gid):
+        self._setattr(path, uid=uid, gid=gid)
+
+    def mkfifo(self, path, mode=0o644):
+        self.mknod(path, stat.S_IFIFO | mode)
+
+    def mknod(self, path, mode, rdev=0):
+        self._c(self.vfs.mknod, *self._parent(path), mode, rdev)
 
     def utime(self, path, mtime_ns):
         self._setattr(path, mtime_ns=mtime_ns)

@@ -163,6 +163,92 @@ def test_hard_links_are_refused(fs):
     assert errno_of(fs.link, "hello.txt", "hard") == errno.EPERM
 
 
+def test_folder_times_link_counts_and_long_names(fs):
+    assert "new.txt" not in fs.listdir("docs")  # listed: its subfolders are known
+    before = fs.stat("docs")
+    assert before.st_nlink == 2
+    fs.write("docs/new.txt", b"x")
+    after = fs.stat("docs")  # an entry made: the folder's mtime and ctime move
+    assert after.st_mtime_ns > before.st_mtime_ns and after.st_ctime_ns > before.st_ctime_ns
+    fs.mkdir("docs/sub")
+    assert fs.stat("docs").st_nlink == 3  # its name, its '.', the subfolder's '..'
+    fs.rmdir("docs/sub")
+    assert fs.stat("docs").st_nlink == 2
+    fs.unlink("docs/new.txt")
+    assert fs.stat("docs").st_mtime_ns > after.st_mtime_ns
+    long = "x" * 256  # past NAME_MAX (255 bytes), which FUSE does not check itself
+    for call in (fs.stat, fs.mkdir, lambda name: fs.write(name, b"x")):
+        assert errno_of(call, long) == errno.ENAMETOOLONG
+    assert long not in fs.listdir()
+
+
+def _owner(path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_uid, st.st_gid
+
+
+def _owner_of(fs, path) -> tuple[int, int]:
+    st = fs.stat(path)
+    return st.st_uid, st.st_gid
+
+
+def test_items_have_owners_and_chown_reaches_the_server_or_fails(fs):
+    me = (os.getuid(), os.getgid())
+    assert _owner_of(fs, "hello.txt") == me
+    if fs.smb or os.geteuid() != 0:
+        # SMB keeps no owners (the mounting user's, as on a cifs mount), a daemon that
+        # is not root cannot give items away: refused, never pretended.
+        assert errno_of(fs.chown, "hello.txt", 65534, 65534) == errno.EPERM
+        fs.chown("hello.txt", *me)  # no change: fine
+        assert _owner_of(fs, "hello.txt") == me
+        return
+    assert _owner_of(fs, "docs/report.txt") == (0, 0)
+    wait_for(lambda: fs.status()["change_notification"], what="inotify armed")
+    os.chown(fs.server / "docs" / "report.txt", 65533, 65532)  # changed on the server
+    wait_for(lambda: _owner_of(fs, "docs/report.txt") == (65533, 65532), what="owner seen")
+    fs.chown("hello.txt", 65534, 65534)  # a clean server file: there at once
+    assert _owner(fs.server / "hello.txt") == _owner_of(fs, "hello.txt") == (65534, 65534)
+    fs.mkdir("shared")
+    fs.chown("shared", 65534, 65533)
+    assert _owner(fs.server / "shared") == (65534, 65533)
+    fs.chown("shared", -1, 0)  # only the group
+    assert _owner(fs.server / "shared") == (65534, 0)
+    fs.write("new.txt", b"made here")  # only here until its upload, which carries it
+    fs.chown("new.txt", 65534, 65534)
+    fs.settle()
+    assert _owner(fs.server / "new.txt") == (65534, 65534)
+    assert (fs.server / "new.txt").read_bytes() == b"made here"
+
+
+def test_fifos_sockets_and_device_nodes(fs):
+    if fs.smb:  # SMB cannot hold them (as a cifs mount without unix extensions)
+        assert errno_of(fs.mkfifo, "pipe") == errno.EPERM
+        assert errno_of(fs.mknod, "sock", stat.S_IFSOCK | 0o600) == errno.EPERM
+        assert not fs.exists("pipe") and not fs.exists("sock")
+        return
+    fs.mkfifo("pipe", 0o640)
+    fs.mknod("sock", stat.S_IFSOCK | 0o600)
+    st = fs.stat("pipe")
+    assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+    assert stat.S_ISSOCK(fs.stat("sock").st_mode)
+    on_server = os.lstat(fs.server / "pipe")
+    assert stat.S_ISFIFO(on_server.st_mode) and stat.S_IMODE(on_server.st_mode) == 0o640
+    assert stat.S_ISSOCK(os.lstat(fs.server / "sock").st_mode)
+    if os.geteuid() == 0:  # device nodes need CAP_MKNOD on the server
+        fs.mknod("null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        assert fs.stat("null").st_rdev == os.lstat(fs.server / "null").st_rdev == os.makedev(1, 3)
+        assert stat.S_ISCHR(os.lstat(fs.server / "null").st_mode)
+    fs.rename("pipe", "docs/pipe")
+    assert stat.S_ISFIFO(os.lstat(fs.server / "docs" / "pipe").st_mode)
+    fs.unlink("docs/pipe")
+    fs.unlink("sock")
+    assert not os.path.lexists(fs.server / "docs" / "pipe")
+    assert not os.path.lexists(fs.server / "sock")
+    os.mkfifo(fs.server / "theirs")  # made on the server: listed as what it is
+    wait_for(lambda: fs.exists("theirs") and stat.S_ISFIFO(fs.stat("theirs").st_mode),
+             what="the server's fifo listed")
+
+
 def test_xattrs_show_status_and_pinning(fs):
     assert set(fs.listxattr("hello.txt")) >= {"user.cscfs.status", "user.cscfs.pinned"}
     # The whole mount is pinned by default (available offline): filled untouched.

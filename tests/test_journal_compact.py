@@ -16,10 +16,10 @@ FP1, FP2 = ("fp", 1), ("fp", 2)  # opaque server fingerprints
 
 
 def E(seq, op, ino, path, new_path=None, *, kind="dir", base=None, target=None,
-      mode=None, mtime_ns=None, link_target=None) -> dict:
+      mode=None, mtime_ns=None, link_target=None, **owner) -> dict:
     return {"seq": seq, "op": op, "ino": ino, "kind": kind, "path": path,
             "new_path": new_path, "base": base, "target": target, "mode": mode,
-            "mtime_ns": mtime_ns, "link_target": link_target, "at": 1000.0 + seq}
+            "mtime_ns": mtime_ns, "link_target": link_target, "at": 1000.0 + seq, **owner}
 
 
 # (journal, the seqs kept, {seq: fields changed in the kept entry})
@@ -68,6 +68,14 @@ CASES = {
         [E(1, "setattr", 5, "d", mode=0o700), E(2, "rename", 5, "d", "e", base=FP1),
          E(3, "rmdir", 5, "e")], [1, 2, 3], {}),
     # -- 2. repeated setattrs coalesce ----------------------------------------------
+    "mknod-unlink-cancels": (
+        [E(1, "mknod", 10, "p", kind="fifo", mode=0o644, uid=7, gid=7, rdev=0),
+         E(2, "setattr", 10, "p", kind="fifo", uid=8, gid=8), E(3, "unlink", 10, "p")],
+        [], {}),
+    "setattrs-coalesce-owners": (
+        [E(1, "setattr", 5, "d", uid=7, gid=8), E(2, "setattr", 5, "d", mode=0o700,
+                                                 uid=None, gid=9)],
+        [2], {2: {"uid": 7, "gid": 9}}),
     "setattrs-coalesce-field-by-field": (
         [E(1, "setattr", 5, "d", mode=0o700), E(2, "setattr", 5, "d", mtime_ns=7)],
         [2], {2: {"mode": 0o700, "mtime_ns": 7}}),

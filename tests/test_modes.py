@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import stat
 import threading
 import time
 
@@ -50,6 +51,35 @@ def test_offline_changes_replay_in_order_when_back(vfs_runner, server):
     assert os.readlink(server / "shortcut") == "new/deeper/notes.txt"
     assert fs.status()["pending_changes"] == 0 and fs.status()["pending_uploads"] == 0
     assert fs.status()["open_conflicts"] == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving items away on the server needs root")
+def test_offline_chown_and_special_files_are_journaled_and_replayed(vfs_runner, server):
+    fs = VfsFS(vfs_runner)
+    fs.mkdir("shared")
+    fs.read("hello.txt")
+    _switch(fs, True)
+    fs.chown("shared", 65534, 65533)
+    fs.mknod("pipe", stat.S_IFIFO | 0o620)
+    fs.chown("pipe", 65534, 65534)
+    fs.mkdir("shared/inner")
+    fs.chown("shared/inner", 65533, 65533)
+    fs.chown("hello.txt", 65534, 65534)  # a file: its upload carries it
+    st = fs.stat("pipe")
+    assert stat.S_ISFIFO(st.st_mode) and (st.st_uid, st.st_gid) == (65534, 65534)
+    assert (server / "shared").stat().st_uid == 0 and not (server / "pipe").exists()
+    kinds = [(e["op"], e["uid"]) for e in fs.r.call_sync(fs.client.journal.entries)]
+    assert ("mknod", None) in kinds and ("setattr", 65534) in kinds
+    _switch(fs, False)
+    fs.settle()
+    assert fs.status()["pending_changes"] == 0 and fs.status()["open_conflicts"] == 0
+    pipe = os.lstat(server / "pipe")
+    assert stat.S_ISFIFO(pipe.st_mode) and stat.S_IMODE(pipe.st_mode) == 0o620
+    assert (pipe.st_uid, pipe.st_gid) == (65534, 65534)
+    assert ((server / "shared").stat().st_uid, (server / "shared").stat().st_gid) == (65534, 65533)
+    assert (server / "shared" / "inner").stat().st_uid == 65533
+    assert (server / "hello.txt").stat().st_uid == 65534
+    assert (server / "hello.txt").read_text() == "hello from the server\n"
 
 
 def test_replay_never_overwrites_what_changed_on_the_server(vfs_runner, server):

@@ -176,6 +176,15 @@ def test_forced_unmount_keeps_changes_for_the_next_mount(tmp_path, server, env_d
         m.unmount(force=True)
 
 
+def test_an_open_file_that_was_unlinked_has_no_links_left(mounted):
+    path = mounted.mountpoint / "hello.txt"
+    with open(path, "rb") as f:
+        assert os.fstat(f.fileno()).st_nlink == 1
+        os.unlink(path)
+        assert os.fstat(f.fileno()).st_nlink == 0
+        assert f.read() == b"hello from the server\n"
+
+
 def test_status_json_and_socket_permissions(mounted):
     (mounted.mountpoint / "hello.txt").read_bytes()
     s = mounted.status()

@@ -150,6 +150,43 @@ def test_symlink_chmod_mtime_space(store):
     assert space.total_bytes > 0 and space.free_bytes >= 0
 
 
+def test_owners_and_special_files(store):
+    store.upload("f", [b"x"], None, 0o644, 10**18)
+    if isinstance(store, LocalDirStore):
+        disk = os.lstat(store.disk / "f")
+        assert (store.stat("f").uid, store.stat("f").gid) == (disk.st_uid, disk.st_gid)
+        st = store.mknod("p", "fifo", 0o640, 0)
+        assert (st.kind, st.mode) == ("fifo", 0o640)
+        assert [e.kind for e in store.scandir("") if e.name == "p"] == ["fifo"]
+        if os.geteuid() == 0:
+            assert store.can_own(65534, 65533)
+            assert (store.chown("p", 65534, 65533).uid, store.stat("p").gid) == (65534, 65533)
+            st = store.upload("g", [b"y"], None, 0o4755, 10**18, owner=(65534, 65534))
+            assert (st.uid, st.gid, st.mode) == (65534, 65534, 0o4755)  # set-ID kept
+            dev = store.mknod("d", "chardev", 0o600, os.makedev(1, 3))
+            assert (dev.kind, dev.rdev) == ("chardev", os.makedev(1, 3))
+    else:  # SMB: no owners (the mounting user's), no special files
+        assert store.stat("f").uid is None
+        assert not store.can_own(65534, 65534) and store.can_own(os.getuid(), os.getgid())
+        assert not store.can_mknod("fifo")
+        for call in (lambda: store.mknod("p", "fifo", 0o644, 0),
+                     lambda: store.chown("f", 65534, 65534)):
+            with pytest.raises(errors.RemoteError) as exc:
+                call()
+            assert exc.value.errno == errno.EPERM
+
+
+def test_a_daemon_that_is_not_root_gives_items_only_to_itself(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "getegid", lambda: 1000)
+    monkeypatch.setattr(os, "getgroups", lambda: [1000, 27])
+    store = LocalDirStore(str(tmp_path))
+    assert store.can_own(1000, 27) and store.can_own(-1, 1000)
+    assert not store.can_own(65534, 1000) and not store.can_own(1000, 65534)
+    assert store.can_mknod("fifo") and store.can_mknod("socket")
+    assert not store.can_mknod("chardev")  # devices need CAP_MKNOD
+
+
 def test_a_missing_share_is_unavailable_not_missing(tmp_path):
     store = LocalDirStore(str(tmp_path / "unmounted-share"))
     with pytest.raises(errors.Unavailable):

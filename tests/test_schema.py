@@ -139,12 +139,28 @@ def _step_4(before, after) -> None:
         t: rows for t, rows in before.items() if t != "items"}
 
 
+def _rows_v4(db) -> None:
+    _rows_v2(db)
+    db.execute("UPDATE items SET base_seen_ns = 9, base_sha256 = 'ab' WHERE ino = 2")
+
+
+def _step_5(before, after) -> None:
+    # Both rebuilt tables keep every row and column; the new columns are empty.
+    assert after["items"] == [{**row, "uid": None, "gid": None, "rdev": 0}
+                              for row in before["items"]]
+    assert after["journal"] == [{**row, "uid": None, "gid": None, "rdev": None}
+                                for row in before["journal"]]
+    assert {t: after[t] for t in before if t not in ("items", "journal")} == {
+        t: rows for t, rows in before.items() if t not in ("items", "journal")}
+
+
 # step n (from version n): (rows valid at version n, what the step must do)
 STEPS = {
     0: (None, _step_1),
     1: (_rows_v1, _step_2),
     2: (_rows_v2, _step_3),
     3: (_rows_v2, _step_4),
+    4: (_rows_v4, _step_5),
 }
 
 
@@ -173,10 +189,36 @@ def test_step_4_adds_the_base_columns_with_their_defaults():
     assert info["base_sha256"][2:5] == ("TEXT", 0, None)
 
 
+def test_step_5_takes_special_files_and_owners_and_never_reuses_a_number():
+    db = _at(4)
+    _rows_v4(db)
+    db.execute("DELETE FROM items WHERE ino = 3")  # the highest ino, gone before the step
+    db.execute("INSERT INTO journal (op, ino, kind, path, at) VALUES ('rmdir', 5, 'dir', "
+               "'old', 3.5)")
+    db.execute("DELETE FROM journal")
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute(_ITEM, (7, 1, "p", "fifo", 0, 0, 0))
+    schema.apply_step(db, 4)
+    for kind in ("fifo", "socket", "chardev", "blockdev"):
+        db.execute("INSERT INTO items (parent, name, kind, mode, size, mtime_ns, ctime_ns, "
+                   "uid, gid, rdev) VALUES (1, ?, ?, 420, 0, 7, 8, 65534, 65534, 258)",
+                   (kind, kind))
+    assert db.execute("SELECT min(ino) FROM items WHERE parent = 1 AND name IN "
+                      "('fifo', 'socket', 'chardev', 'blockdev')").fetchone()[0] == 4
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute(_ITEM, (20, 1, "q", "door", 0, 0, 0))
+    db.execute("INSERT INTO journal (op, ino, kind, path, mode, uid, gid, rdev, at) VALUES "
+               "('mknod', 9, 'fifo', 'p', 420, 1, 2, 0, 4.5)")
+    assert db.execute("SELECT seq FROM journal").fetchone()[0] == 3
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute("INSERT INTO journal (op, ino, kind, path, at) VALUES ('link', 9, "
+                   "'file', 'p', 4.5)")
+
+
 @pytest.mark.parametrize("n", range(schema.LATEST))
 def test_a_failing_step_rolls_back_to_where_it_was(n, monkeypatch):
     db = _at(n)
-    rows = {1: _rows_v1, 2: _rows_v2, 3: _rows_v2}.get(n)
+    rows = {1: _rows_v1, 2: _rows_v2, 3: _rows_v2, 4: _rows_v4}.get(n)
     if rows:
         rows(db)
     before = _dump(db)

@@ -95,7 +95,7 @@ def test_a_version_1_database_migrates_to_the_latest_with_its_rows(tmp_path):
     con.commit()
     con.close()
     state = State(str(db))
-    assert state.db.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST == 4
+    assert state.db.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST == 5
     assert [n.name for n in state.load() if n.ino == 2] == ["kept.txt"]
     assert [n.pinned for n in state.load() if n.ino == 1] == [1]  # v3: the root is pinned
     state.journal_add("mkdir", 2, "dir", "x")

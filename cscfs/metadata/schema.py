@@ -15,7 +15,7 @@ import sqlite3
 # migrations: a section per table ("table NAME"), a line per column starting with
 # its name; tests/test_schema.py compares them with a fresh database.
 CURRENT = """\
-Schema version 4. Times: *_ns are nanoseconds since the Unix epoch, REAL times are
+Schema version 5. Times: *_ns are nanoseconds since the Unix epoch, REAL times are
 Unix seconds. A fingerprint is (size, mtime_ns, file_id) as the server reports them.
 
 table items -- one row per name we know: on the server, created here, or both
@@ -24,7 +24,8 @@ table items -- one row per name we know: on the server, created here, or both
   parent         INTEGER     ino of the containing directory; 0 for the root
   name           TEXT        name in the parent as on the server; '' for the root;
                              UNIQUE (parent, name)
-  kind           TEXT        'file', 'dir' or 'symlink'
+  kind           TEXT        'file', 'dir', 'symlink', or a special file (v5): 'fifo',
+                             'socket', 'chardev', 'blockdev' (no content, like a link)
   mode           INTEGER     permission bits (07777), no file-type bits
   size           INTEGER     bytes; for a dirty item after a crash the content file is
                              the authority and recovery copies its size here
@@ -53,6 +54,11 @@ table items -- one row per name we know: on the server, created here, or both
                              no base. Within RACY_NS of base_mtime_ns the base is "racy"
   base_sha256    TEXT        hex SHA-256 of the base's content, kept for racy bases;
                              NULL otherwise
+  uid            INTEGER     owner: user id and group id as the server keeps them (a
+  gid            INTEGER       folder server; SMB keeps none: the mounting user's) or as
+                             given here; NULL: the mounting user (rows from before v5,
+                             until the next listing)
+  rdev           INTEGER     chardev, blockdev: the device number; 0 otherwise
 
 table conflicts -- conflicts found while syncing; a row stays after it is resolved
   id               INTEGER PK
@@ -98,9 +104,10 @@ table meta -- small facts about this cache, as text
 table journal -- namespace changes made while not online, replayed in order on
                  return (content changes are not here: dirty items upload after)
   seq              INTEGER PK  replay order (AUTOINCREMENT)
-  op               TEXT      'mkdir', 'rmdir', 'unlink', 'rename', 'symlink', 'setattr'
+  op               TEXT      'mkdir', 'rmdir', 'unlink', 'rename', 'symlink', 'setattr',
+                             'mknod' (v5: a special file)
   ino              INTEGER   the item changed (its row may be gone: unlink, rmdir)
-  kind             TEXT      its kind then: 'file', 'dir' or 'symlink'
+  kind             TEXT      its kind then (items.kind)
   path             TEXT      its server path when changed (rename: the old one)
   new_path         TEXT      rename: the new path; NULL otherwise
   base_size        INTEGER   the server fingerprint the change was made to,
@@ -109,10 +116,13 @@ table journal -- namespace changes made while not online, replayed in order on
   target_size      INTEGER   rename over an existing server file: the fingerprint it
   target_mtime_ns  INTEGER     replaced; NULL: the name was free here
   target_file_id   INTEGER
-  mode             INTEGER   mkdir, setattr: permission bits; NULL: unchanged
+  mode             INTEGER   mkdir, mknod, setattr: permission bits; NULL: unchanged
   mtime_ns         INTEGER   setattr: new mtime (ns); NULL: unchanged
   link_target      TEXT      symlink: its target; NULL otherwise
   at               REAL      Unix seconds when made
+  uid              INTEGER   mkdir, symlink, mknod, setattr: the owner to give the item
+  gid              INTEGER     on the server (user id, group id); NULL: unchanged
+  rdev             INTEGER   mknod: the device number; NULL otherwise
 
 table events -- what happened, for `cscfs events`
   id             INTEGER PK
@@ -248,8 +258,97 @@ ALTER TABLE items ADD COLUMN base_sha256 TEXT;
 UPDATE items SET last_access = last_access * 1000;
 """
 
+SCHEMA_V5 = """
+-- Owners, and special files (fifos, sockets, device nodes) as items. items.kind and
+-- journal.op have CHECK constraints, which SQLite cannot alter: both tables are
+-- rebuilt as https://sqlite.org/lang_altertable.html#otheralter says (new table, copy,
+-- drop, rename; no index, trigger, view or foreign key refers to them).
+-- The AUTOINCREMENT counters are carried over: inos and seqs are never reused.
+CREATE TABLE items_v5 (
+    ino        INTEGER PRIMARY KEY AUTOINCREMENT,
+                        -- our inode number: stable across restarts, never reused
+                        -- (AUTOINCREMENT), 1 is the root
+    parent     INTEGER NOT NULL,   -- ino of the containing directory; 0 for the root
+    name       TEXT NOT NULL,      -- name in the parent, as on the server; '' for the root
+    kind       TEXT NOT NULL CHECK (kind IN ('file', 'dir', 'symlink', 'fifo', 'socket',
+                                             'chardev', 'blockdev')),
+    mode       INTEGER NOT NULL,   -- permission bits (07777), no file-type bits
+    size       INTEGER NOT NULL,   -- bytes; after a crash the content file of a dirty
+                                   -- item is the authority and recovery copies it here
+    mtime_ns   INTEGER NOT NULL,   -- modification time shown to applications
+    ctime_ns   INTEGER NOT NULL,   -- last change of this row's attributes, local clock
+    target     TEXT,               -- symlink target; NULL for everything else
+    base_size     INTEGER,         -- the server fingerprint at the last sync: size,
+    base_mtime_ns INTEGER,         --   mtime in ns,
+    base_file_id  INTEGER,         --   and the server's file id (inode / SMB file id);
+                                   -- all three NULL: never on the server (created here)
+    dirty      INTEGER NOT NULL DEFAULT 0,
+                                   -- 1: content or attributes changed here and not yet
+                                   -- uploaded; such a row is never dropped or refetched
+    present    TEXT NOT NULL DEFAULT '[]',
+                                   -- JSON [[start, end], ...]: sorted, disjoint, half-open
+                                   -- byte ranges of the content file that hold data
+    pinned     INTEGER NOT NULL DEFAULT 0,  -- 1 pinned, -1 unpinned, 0 as its folder
+    listed     INTEGER NOT NULL DEFAULT 0,  -- directories: 1 once the children were
+                                            -- listed from the server (listing complete)
+    last_access INTEGER NOT NULL DEFAULT 0, -- ms since the epoch of the last open
+    base_seen_ns INTEGER NOT NULL DEFAULT 0,  -- our clock when the base was recorded
+    base_sha256 TEXT,              -- hex SHA-256 of the base's content (racy bases)
+    uid        INTEGER,            -- owner (user id); NULL: the mounting user, as every
+    gid        INTEGER,            --   item was shown before v5 (the next listing sets
+                                   --   the server's owner)
+    rdev       INTEGER NOT NULL DEFAULT 0,  -- chardev, blockdev: the device number
+    UNIQUE (parent, name)
+);
+INSERT INTO items_v5 (ino, parent, name, kind, mode, size, mtime_ns, ctime_ns, target,
+                      base_size, base_mtime_ns, base_file_id, dirty, present, pinned, listed,
+                      last_access, base_seen_ns, base_sha256)
+    SELECT ino, parent, name, kind, mode, size, mtime_ns, ctime_ns, target, base_size,
+           base_mtime_ns, base_file_id, dirty, present, pinned, listed, last_access,
+           base_seen_ns, base_sha256 FROM items;
+DELETE FROM sqlite_sequence WHERE name = 'items_v5';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'items_v5', seq FROM sqlite_sequence
+    WHERE name = 'items';
+DROP TABLE items;
+ALTER TABLE items_v5 RENAME TO items;
+
+CREATE TABLE journal_v5 (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,  -- replay order
+    op        TEXT NOT NULL CHECK (op IN ('mkdir', 'rmdir', 'unlink', 'rename',
+                                          'symlink', 'setattr', 'mknod')),
+    ino       INTEGER NOT NULL,   -- the item changed (its row may be gone: unlink, rmdir)
+    kind      TEXT NOT NULL,      -- its kind then (items.kind)
+    path      TEXT NOT NULL,      -- its server path when changed (rename: the old one)
+    new_path  TEXT,               -- rename: the new path; NULL otherwise
+    base_size     INTEGER,        -- the server version the change was made to,
+    base_mtime_ns INTEGER,        --   re-checked at replay; NULL: none
+    base_file_id  INTEGER,
+    target_size     INTEGER,      -- rename over an existing server file: the version
+    target_mtime_ns INTEGER,      --   it replaced (NULL: the name was free here)
+    target_file_id  INTEGER,
+    mode      INTEGER,            -- mkdir, mknod, setattr: permission bits; NULL: unchanged
+    mtime_ns  INTEGER,            -- setattr: new mtime; NULL: unchanged
+    link_target TEXT,             -- symlink: its target
+    at        REAL NOT NULL,      -- unix seconds when made
+    uid       INTEGER,            -- mkdir, symlink, mknod, setattr: the owner to give it;
+    gid       INTEGER,            --   NULL: unchanged (as the server makes it)
+    rdev      INTEGER             -- mknod: the device number; NULL otherwise
+);
+INSERT INTO journal_v5 (seq, op, ino, kind, path, new_path, base_size, base_mtime_ns,
+                        base_file_id, target_size, target_mtime_ns, target_file_id, mode,
+                        mtime_ns, link_target, at)
+    SELECT seq, op, ino, kind, path, new_path, base_size, base_mtime_ns, base_file_id,
+           target_size, target_mtime_ns, target_file_id, mode, mtime_ns, link_target, at
+    FROM journal;
+DELETE FROM sqlite_sequence WHERE name = 'journal_v5';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'journal_v5', seq FROM sqlite_sequence
+    WHERE name = 'journal';
+DROP TABLE journal;
+ALTER TABLE journal_v5 RENAME TO journal;
+"""
+
 # MIGRATIONS[n]: the SQL script from version n to n+1.
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
 LATEST = len(MIGRATIONS)
 
 

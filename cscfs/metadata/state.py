@@ -43,6 +43,9 @@ class Node:
     last_access: int = 0
     base_seen_ns: int = 0     # our clock when `base` was recorded
     base_sha: str | None = None  # SHA-256 of the base's content, for racy bases
+    uid: int | None = None    # owner; None: the mounting user (schema v5)
+    gid: int | None = None
+    rdev: int = 0             # chardev, blockdev: the device number
     # --- runtime only ---
     children: dict[str, int] | None = None  # directories: name -> ino
     checked_at: float = -1e9  # monotonic time of the last check against the server
@@ -89,7 +92,7 @@ class Node:
 
 _COLUMNS = ("ino, parent, name, kind, mode, size, mtime_ns, ctime_ns, target, base_size, "
             "base_mtime_ns, base_file_id, dirty, present, pinned, listed, last_access, "
-            "base_seen_ns, base_sha256")
+            "base_seen_ns, base_sha256, uid, gid, rdev")
 
 
 def _row(node: Node) -> tuple:
@@ -98,7 +101,8 @@ def _row(node: Node) -> tuple:
             node.ctime_ns, node.target, b and b.size, b and b.mtime_ns, b and b.file_id,
             int(node.dirty), json.dumps(node.present.spans) if node.present.spans else "[]",
             node.pinned,
-            int(node.listed), node.last_access, node.base_seen_ns, node.base_sha)
+            int(node.listed), node.last_access, node.base_seen_ns, node.base_sha,
+            node.uid, node.gid, node.rdev)
 
 
 class DiskFull(OSError):
@@ -156,7 +160,7 @@ class State:
             now = time.time_ns()
             self.db.execute(
                 f"INSERT INTO items ({_COLUMNS}) VALUES (?,0,'','dir',?,0,?,?,NULL,NULL,NULL,"
-                "NULL,0,'[]',1,0,0,0,NULL)", (ROOT_INO, 0o755, now, now))
+                "NULL,0,'[]',1,0,0,0,NULL,NULL,NULL,0)", (ROOT_INO, 0o755, now, now))
 
     @contextlib.contextmanager
     def transaction(self):
@@ -185,12 +189,13 @@ class State:
                 mtime_ns=r[6], ctime_ns=r[7], target=r[8], base=base, dirty=bool(r[12]),
                 present=RangeSet([tuple(s) for s in json.loads(r[13])]),
                 pinned=r[14], listed=bool(r[15]), last_access=r[16], base_seen_ns=r[17],
-                base_sha=r[18]))
+                base_sha=r[18], uid=r[19], gid=r[20], rdev=r[21]))
         return nodes
 
     def insert(self, node: Node) -> int:
         cur = self.db.execute(
-            f"INSERT INTO items ({_COLUMNS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO items ({_COLUMNS}) VALUES "
+            "(NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             _row(node))
         node.ino = cur.lastrowid
         return node.ino
@@ -199,8 +204,8 @@ class State:
         self.db.execute(
             "UPDATE items SET parent=?, name=?, kind=?, mode=?, size=?, mtime_ns=?, "
             "ctime_ns=?, target=?, base_size=?, base_mtime_ns=?, base_file_id=?, dirty=?, "
-            "present=?, pinned=?, listed=?, last_access=?, base_seen_ns=?, base_sha256=? "
-            "WHERE ino=?",
+            "present=?, pinned=?, listed=?, last_access=?, base_seen_ns=?, base_sha256=?, "
+            "uid=?, gid=?, rdev=? WHERE ino=?",
             _row(node) + (node.ino,))
         node.unsaved = False
 
@@ -252,14 +257,16 @@ class State:
     # -- journal ------------------------------------------------------------------
     def journal_add(self, op: str, ino: int, kind: str, path: str, *, new_path=None,
                     base: Fingerprint | None = None, target: Fingerprint | None = None,
-                    mode=None, mtime_ns=None, link_target=None) -> int:
+                    mode=None, mtime_ns=None, link_target=None, uid=None, gid=None,
+                    rdev=None) -> int:
         cur = self.db.execute(
             "INSERT INTO journal (op, ino, kind, path, new_path, base_size, base_mtime_ns, "
             "base_file_id, target_size, target_mtime_ns, target_file_id, mode, mtime_ns, "
-            "link_target, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "link_target, at, uid, gid, rdev) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (op, ino, kind, path, new_path, base and base.size, base and base.mtime_ns,
              base and base.file_id, target and target.size, target and target.mtime_ns,
-             target and target.file_id, mode, mtime_ns, link_target, time.time()))
+             target and target.file_id, mode, mtime_ns, link_target, time.time(), uid, gid,
+             rdev))
         return cur.lastrowid
 
     def journal(self) -> list[dict]:
@@ -282,10 +289,11 @@ class State:
         self.db.execute(
             "UPDATE journal SET path=?, new_path=?, base_size=?, base_mtime_ns=?, "
             "base_file_id=?, target_size=?, target_mtime_ns=?, target_file_id=?, mode=?, "
-            "mtime_ns=? WHERE seq=?",
+            "mtime_ns=?, uid=?, gid=? WHERE seq=?",
             (e["path"], e["new_path"], base and base.size, base and base.mtime_ns,
              base and base.file_id, target and target.size, target and target.mtime_ns,
-             target and target.file_id, e["mode"], e["mtime_ns"], e["seq"]))
+             target and target.file_id, e["mode"], e["mtime_ns"], e.get("uid"), e.get("gid"),
+             e["seq"]))
 
     def journal_done(self, seq: int) -> None:
         self.db.execute("DELETE FROM journal WHERE seq = ?", (seq,))

@@ -47,6 +47,15 @@ class RemoteStore(Protocol):
         """A name's length as the server counts it (UTF-8 bytes, UTF-16 units)."""
         ...
 
+    def can_own(self, uid: int, gid: int) -> bool:
+        """Whether an item on the server can be given this owner (asked before a
+        chown, also offline: one the server cannot carry out is refused at once)."""
+        ...
+
+    def can_mknod(self, kind: str) -> bool:
+        """Whether the server can hold a special file of this kind (SPECIAL_KINDS)."""
+        ...
+
     def stat(self, path: str) -> RemoteStat: ...
 
     def scandir(self, path: str) -> list[RemoteStat]: ...
@@ -60,11 +69,13 @@ class RemoteStore(Protocol):
         expected: Fingerprint | None,
         mode: int,
         mtime_ns: int,
+        owner: tuple[int, int] | None = None,
     ) -> RemoteStat:
         """Atomically make `path` hold `chunks`: write a temporary name in the same
         folder, then rename it over `path`, but only if `path` still has the
         `expected` fingerprint (None: only if `path` does not exist). Raises Changed
-        otherwise. The server never shows a partial file at `path`."""
+        otherwise. The server never shows a partial file at `path`. `owner` (uid,
+        gid): the new version's owner (None: as the server makes it)."""
         ...
 
     def mkdir(self, path: str, mode: int) -> RemoteStat: ...
@@ -76,6 +87,12 @@ class RemoteStore(Protocol):
     def rename(self, old: str, new: str, replace: bool) -> None: ...
 
     def symlink(self, target: str, path: str) -> RemoteStat: ...
+
+    def mknod(self, path: str, kind: str, mode: int, rdev: int) -> RemoteStat: ...
+
+    def chown(self, path: str, uid: int, gid: int) -> RemoteStat:
+        """Change the owner of `path` itself (not a link's target); -1 keeps one."""
+        ...
 
     def chmod(self, path: str, mode: int) -> RemoteStat: ...
 

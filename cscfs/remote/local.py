@@ -22,6 +22,8 @@ log = logging.getLogger("cscfs.remote.local")
 _LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs", "overlay",
              "vfat", "exfat", "ntfs3", "jfs", "reiserfs", "bcachefs", "ramfs"}
 
+NAME_MAX = 255
+
 # errnos that say "the server (or the mount in front of it) is not reachable now".
 _UNAVAILABLE = {
     errno.ETIMEDOUT, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH,
@@ -30,12 +32,13 @@ _UNAVAILABLE = {
 }
 
 
+_KINDS = {statmod.S_IFDIR: "dir", statmod.S_IFLNK: "symlink", statmod.S_IFIFO: "fifo",
+          statmod.S_IFSOCK: "socket", statmod.S_IFCHR: "chardev", statmod.S_IFBLK: "blockdev"}
+_TYPE_BITS = {kind: bits for bits, kind in _KINDS.items()}
+
+
 def _kind(mode: int) -> str:
-    if statmod.S_ISDIR(mode):
-        return "dir"
-    if statmod.S_ISLNK(mode):
-        return "symlink"
-    return "file"
+    return _KINDS.get(statmod.S_IFMT(mode), "file")
 
 
 class LocalDirStore:
@@ -44,7 +47,7 @@ class LocalDirStore:
 
     stores_modes = True
     notify_complete = True  # inotify sees every change (watch() runs only on local fs)
-    name_max = 255  # NAME_MAX: bytes, on every Linux file system we serve from
+    name_max = NAME_MAX  # bytes, on every Linux file system we serve from
 
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
@@ -59,6 +62,15 @@ class LocalDirStore:
     @staticmethod
     def name_len(name: str) -> int:
         return utf8_bytes(name)
+
+    def can_own(self, uid: int, gid: int) -> bool:
+        # Root gives items away; anyone else may only pick one of their own groups.
+        if os.geteuid() == 0:
+            return True
+        return uid in (-1, os.geteuid()) and gid in (-1, os.getegid(), *os.getgroups())
+
+    def can_mknod(self, kind: str) -> bool:
+        return kind in ("fifo", "socket") or os.geteuid() == 0  # devices need CAP_MKNOD
 
     # -- helpers -----------------------------------------------------------
     def _abs(self, path: str) -> str:
@@ -76,6 +88,8 @@ class LocalDirStore:
             errno.EPERM: errors.PermissionDenied,
             errno.ENOTEMPTY: errors.NotEmpty,
         }.get(err)
+        if cls is errors.PermissionDenied:  # EPERM stays EPERM (a chown, a mknod)
+            return cls(f"{path or '/'}: {os.strerror(err)}", err=err)
         if cls is not None:
             return cls(f"{path or '/'}: {os.strerror(err)}")
         return errors.RemoteError(f"{path or '/'}: {os.strerror(err)}", err=err)
@@ -86,7 +100,8 @@ class LocalDirStore:
         return RemoteStat(
             name=name, kind=kind, size=st.st_size if kind == "file" else 0,
             mtime_ns=st.st_mtime_ns, mode=statmod.S_IMODE(st.st_mode),
-            file_id=st.st_ino, target=target,
+            file_id=st.st_ino, target=target, uid=st.st_uid, gid=st.st_gid,
+            rdev=st.st_rdev if kind in ("chardev", "blockdev") else 0,
         )
 
     def _call(self, path: str, fn, *args):
@@ -135,7 +150,7 @@ class LocalDirStore:
         return self._call(path, do)
 
     def upload(self, path: str, chunks: Iterable[bytes], expected: Fingerprint | None,
-               mode: int, mtime_ns: int) -> RemoteStat:
+               mode: int, mtime_ns: int, owner: tuple[int, int] | None = None) -> RemoteStat:
         check_expected(self, path, expected)
         tmp = temp_name(self, path, "tmp")
 
@@ -146,6 +161,13 @@ class LocalDirStore:
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view):]
+                # The owner the file had, where we may give it (else the new version
+                # is the daemon's, as any file it writes); before the mode, as a chown
+                # clears set-id bits.
+                if owner is not None and self.can_own(*owner):
+                    st = os.fstat(fd)
+                    if (st.st_uid, st.st_gid) != owner:
+                        os.fchown(fd, *owner)
                 os.fchmod(fd, mode)
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
                 os.fsync(fd)
@@ -172,7 +194,15 @@ class LocalDirStore:
 
     def mkdir(self, path: str, mode: int) -> RemoteStat:
         self._call(path, os.mkdir, self._abs(path), mode)
-        return self.stat(path)
+        return self._with_mode(path, mode)
+
+    def _with_mode(self, path: str, mode: int) -> RemoteStat:
+        """The daemon's umask applies to what it makes: the mode asked for (already
+        masked by the caller's umask in the kernel) is set again."""
+        st = self.stat(path)
+        if st.mode != mode & 0o7777:
+            return self.chmod(path, mode & 0o7777)
+        return st
 
     def rmdir(self, path: str) -> None:
         self._call(path, os.rmdir, self._abs(path))
@@ -189,6 +219,15 @@ class LocalDirStore:
 
     def symlink(self, target: str, path: str) -> RemoteStat:
         self._call(path, os.symlink, target, self._abs(path))
+        return self.stat(path)
+
+    def mknod(self, path: str, kind: str, mode: int, rdev: int) -> RemoteStat:
+        # A socket made by mknod(2) is the file bind(2) leaves: unbound here as there.
+        self._call(path, os.mknod, self._abs(path), _TYPE_BITS[kind] | (mode & 0o7777), rdev)
+        return self._with_mode(path, mode)
+
+    def chown(self, path: str, uid: int, gid: int) -> RemoteStat:
+        self._call(path, os.lchown, self._abs(path), uid, gid)
         return self.stat(path)
 
     def chmod(self, path: str, mode: int) -> RemoteStat:

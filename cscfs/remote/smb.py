@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import os
 import re
 import socket
 import struct
@@ -226,7 +227,9 @@ def _basic_times(mtime_ns: int):
 
 
 class SMBStore:
-    stores_modes = False  # SMB has no POSIX permission bits (without unix extensions)
+    # SMB (without unix extensions) keeps no POSIX permission bits, owners or special
+    # files: its items are the mounting user's (RemoteStat.uid None), as on a cifs mount.
+    stores_modes = False
     # CHANGE_NOTIFY reports what SMB clients change; Samba reports changes made on its own
     # disk only where its kernel change notify works (not in our test rig). So names stay
     # trusted for attr_ttl unless the config says trust_server_notify.
@@ -443,7 +446,7 @@ class SMBStore:
         return self._call(path, do)
 
     def upload(self, path: str, chunks: Iterable[bytes], expected: Fingerprint | None,
-               mode: int, mtime_ns: int) -> RemoteStat:
+               mode: int, mtime_ns: int, owner: tuple[int, int] | None = None) -> RemoteStat:
         check_expected(self, path, expected)
         tmp = temp_name(self, path, "tmp")
 
@@ -571,6 +574,22 @@ class SMBStore:
     def symlink(self, target: str, path: str) -> RemoteStat:
         raise errors.RemoteError(f"{path}: the SMB server does not store symbolic links",
                                  err=errno.EPERM)
+
+    def mknod(self, path: str, kind: str, mode: int, rdev: int) -> RemoteStat:
+        raise errors.RemoteError(f"{path}: the SMB server does not store special files",
+                                 err=errno.EPERM)
+
+    def can_mknod(self, kind: str) -> bool:
+        return False
+
+    def can_own(self, uid: int, gid: int) -> bool:
+        return uid in (-1, os.getuid()) and gid in (-1, os.getgid())  # the mounting user's
+
+    def chown(self, path: str, uid: int, gid: int) -> RemoteStat:
+        if not self.can_own(uid, gid):
+            raise errors.RemoteError(f"{path}: the SMB server keeps no owners",
+                                     err=errno.EPERM)
+        return self.stat(path)
 
     def chmod(self, path: str, mode: int) -> RemoteStat:
         return self.stat(path)  # no POSIX modes on SMB; like a cifs mount, a no-op
