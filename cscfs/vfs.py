@@ -175,8 +175,11 @@ class VFS:
         ino = parent.children.get(name)
         if ino is None:
             self.listing.require_listing(parent, self.online)
-            if len(os.fsencode(name)) > NAME_MAX:
-                raise fs_error(errno.ENAMETOOLONG)
+            try:  # too long for the server (its own unit): say so, as its mount would
+                self.store.check_name(name)
+            except errors.InvalidName as exc:
+                if exc.errno == errno.ENAMETOOLONG:
+                    raise fs_error(errno.ENAMETOOLONG) from None
             raise fs_error(errno.ENOENT)
         return self.table.nodes[ino]
 

@@ -81,8 +81,9 @@ class ChangeWatcher:
         self.watching = armed
         log.info("change notification %s; names and attributes trusted for %g s",
                  "armed" if armed else "off", self.ttl)
-        if not armed:
-            self.forget_checks()
+        # Either way what we listed before may have changed unseen: on arming, in the
+        # window before the watch was in place (then trusted for the long ttl).
+        self.forget_checks()
 
     def forget_checks(self) -> None:
         """Everything is to be checked again, also what the kernel holds for long."""

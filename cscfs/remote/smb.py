@@ -95,7 +95,7 @@ def parse_url(url: str) -> SmbTarget:
 
 def check_name(name: str) -> None:
     """Names SMB servers refuse, refused here at create time with the rule named."""
-    rule = None
+    rule, err = None, errno.EINVAL
     if _FORBIDDEN_CHARS.search(name):
         rule = 'contains a character SMB forbids (\\ : * ? " < > | or a control character)'
     elif name.endswith((".", " ")):
@@ -103,9 +103,9 @@ def check_name(name: str) -> None:
     elif name.split(".", 1)[0].upper().rstrip(" ") in _RESERVED:
         rule = "is a reserved device name (CON, PRN, AUX, NUL, COM1-9, LPT1-9)"
     elif utf16_units(name) > NAME_MAX:
-        rule = f"is longer than {NAME_MAX} UTF-16 units"
+        rule, err = f"is longer than {NAME_MAX} UTF-16 units", errno.ENAMETOOLONG
     if rule:
-        raise errors.InvalidName(f"{name!r} {rule}")
+        raise errors.InvalidName(f"{name!r} {rule}", err=err)
 
 
 # [MS-FSCC] 2.4.18 FileIdFullDirectoryInformation, up to the name: next offset,
