@@ -78,12 +78,17 @@ class ChangeWatcher:
     def _set_watching(self, armed: bool) -> None:
         if armed == self.watching:
             return
+        before = self.ttl
         self.watching = armed
         log.info("change notification %s; names and attributes trusted for %g s",
                  "armed" if armed else "off", self.ttl)
-        # Either way what we listed before may have changed unseen: on arming, in the
-        # window before the watch was in place (then trusted for the long ttl).
-        self.forget_checks()
+        if not armed:
+            self.forget_checks()
+        elif self.ttl > before:
+            # What was checked before the watch was in place may have changed unseen:
+            # it keeps the trust it had, not the long one.
+            for node in self.table.nodes.values():
+                node.checked_at -= self.ttl - before
 
     def forget_checks(self) -> None:
         """Everything is to be checked again, also what the kernel holds for long."""
