@@ -68,6 +68,11 @@ class SyncMachine(RuleBasedStateMachine):
             return self.fs.read(name)
         except OSError:
             pass
+        return self._server_version_known(name)
+
+    def _server_version_known(self, name: str) -> bytes | None:
+        """The server's content at `name` if it is the version the client's item is
+        based on (its fingerprint): a write or delete there replaces that version."""
         try:
             node = self.fs.client.table.nodes[self.fs._resolve(name)]
         except (OSError, KeyError):
@@ -92,6 +97,9 @@ class SyncMachine(RuleBasedStateMachine):
         except OSError:
             return  # e.g. its folder was deleted on the server: nothing written
         self.must_survive.discard(seen)
+        # The open revalidates: a server change that arrived since `seen` was read
+        # is what the write replaces (as any editor's save does), knowingly.
+        self.must_survive.discard(self._server_version_known(name))
         self.must_survive.add(data)
 
     @rule(name=st.sampled_from(NAMES))
