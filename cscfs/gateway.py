@@ -120,8 +120,9 @@ class RemoteGateway:
     async def remove(self, path: str) -> None:
         await self.call(self.store.remove, path)
 
-    async def remove_if(self, path: str, expected: Fingerprint) -> RemoteStat | None:
-        return await self.call(remove_if, self.store, path, expected)
+    async def remove_if(self, path: str, expected: Fingerprint,
+                        expected_sha: str | None = None) -> RemoteStat | None:
+        return await self.call(remove_if, self.store, path, expected, expected_sha)
 
     async def rename(self, old: str, new: str, replace: bool) -> None:
         await self.call(self.store.rename, old, new, replace)

@@ -549,7 +549,8 @@ class VFS:
             except errors.NotFound:
                 pass
             return
-        now = await self.gateway.remove_if(path, node.base)
+        now = await self.gateway.remove_if(path, node.base,
+                                           node.base_sha if node.racy else None)
         if now is not None:  # changed between our look and the delete: theirs stays
             self.conflicts.record(path, DELETE_UPDATE, None, now, node.base, None)
 

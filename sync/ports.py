@@ -234,8 +234,10 @@ class Remote(Protocol):
 
     async def remove(self, path: str) -> None: ...
 
-    async def remove_if(self, path: str, expected: Fingerprint) -> RemoteStat | None:
-        """Delete `path` only if it still is `expected`; else return what is there."""
+    async def remove_if(self, path: str, expected: Fingerprint,
+                        expected_sha: str | None = None) -> RemoteStat | None:
+        """Delete `path` only if it still is `expected` (and, given `expected_sha`,
+        still has that content: a racy base); else return what is there."""
         ...
 
     async def rename(self, old: str, new: str, replace: bool) -> None: ...

@@ -258,7 +258,14 @@ class VfsFS:
     def settle(self, timeout=15.0):
         pending = self._c(self.client.flush_uploads, timeout)
         if pending:
-            raise AssertionError(f"{pending} uploads still pending")
+            raise AssertionError(f"{pending} uploads still pending: {self.r.call_sync(self._why_pending)}")
+
+    def _why_pending(self) -> dict:
+        c = self.client
+        wb = c.writeback
+        return {"mode": c.link.mode, "journal": c.journal.count, "failures": wb.failing(),
+                "dirty": [(c.table.path_of(n), n.writers, wb.due.get(n.ino),
+                           n.ino in wb.uploading) for n in c.table.dirty_files()]}
 
     def status(self) -> dict:
         return self.r.call_sync(self.client.status)

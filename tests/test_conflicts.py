@@ -85,7 +85,7 @@ def test_changed_here_deleted_there(smb_mounted):
     (m.server / "docs" / "report.txt").unlink()
     assert _sync(m) == 3
     [c] = _conflicts(m)
-    assert c["kind"] == "update/delete"
+    assert c["kind"] == "delete/update"
     assert (m.server / "docs" / "report.txt").read_text().endswith("edited offline\n")
     cscfs("resolve", str(m.mountpoint / "docs" / "report.txt"), "--keep", "both")
     assert _sync(m) == 0
@@ -212,3 +212,24 @@ def test_a_file_deleted_during_its_upload_leaves_the_server(vfs_runner, server):
     assert not (server / "draft.txt").exists()
     time.sleep(0.3)  # past attr_ttl: a fresh listing
     assert "draft.txt" not in fs.listdir()
+
+
+def test_a_delete_here_never_takes_a_same_tick_rewrite_there(vfs_runner, server):
+    """The server rewrites a file in place with the same size and mtime as the version
+    we read (two writes in one tick of its clock): same fingerprint. Deleting it here
+    must not delete their version: the content decides, theirs stays, a conflict says so."""
+    from .fsapi import VfsFS
+
+    fs = VfsFS(vfs_runner)
+    path = server / "same-tick.txt"
+    path.write_bytes(b"version 1 written on the server\n")
+    wait_for(lambda: fs.exists("same-tick.txt"), what="the new name")
+    assert fs.read("same-tick.txt") == b"version 1 written on the server\n"
+    before = path.stat()
+    with open(path, "r+b") as f:  # in place: same file id
+        f.write(b"version 2 written on the server\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the same tick
+    fs.unlink("same-tick.txt")
+    assert path.read_bytes() == b"version 2 written on the server\n"
+    [c] = fs.client.state.open_conflicts()
+    assert c["path"] == "same-tick.txt" and c["kind"] == "delete/update"

@@ -207,3 +207,17 @@ def test_remove_if_deletes_only_the_expected_version(store):
     assert remove_if(store, "f", second.fingerprint) is None
     assert store.scandir("") == []
     assert remove_if(store, "f", second.fingerprint) is None  # gone already: fine
+
+
+def test_remove_if_with_a_racy_base_lets_the_content_decide(store):
+    """Same size, same mtime, same file: only the content tells two versions apart."""
+    import hashlib
+
+    from cscfs.remote.base import remove_if
+
+    first = store.upload("f", [b"one"], None, 0o644, 10**18)
+    now = remove_if(store, "f", first.fingerprint, hashlib.sha256(b"two").hexdigest())
+    assert now is not None and store.read("f", 0, 10) == b"one"  # not the version we knew
+    assert [e.name for e in store.scandir("")] == ["f"]
+    assert remove_if(store, "f", first.fingerprint, hashlib.sha256(b"one").hexdigest()) is None
+    assert store.scandir("") == []

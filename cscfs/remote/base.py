@@ -9,6 +9,7 @@ means the server cannot be reached now and says nothing about the file.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -131,11 +132,21 @@ def check_expected(store, path: str, expected: Fingerprint | None) -> None:
         raise errors.Changed(f"{path}: changed on the server", current=current)
 
 
-def remove_if(store, path: str, expected: Fingerprint) -> RemoteStat | None:
+def content_sha(store, path: str, size: int, chunk: int = 1 << 20) -> str:
+    sha = hashlib.sha256()
+    for pos in range(0, size, chunk):
+        sha.update(store.read(path, pos, min(chunk, size - pos)))
+    return sha.hexdigest()
+
+
+def remove_if(store, path: str, expected: Fingerprint,
+              expected_sha: str | None = None) -> RemoteStat | None:
     """Delete `path` only if it still is the `expected` version; otherwise leave it
     and return what is there now. The file is first renamed to a temporary name (an
     atomic step), then checked, then removed, so a change made by path between our
     check and the removal lands on a new file at the name instead of being lost.
+    With `expected_sha` (a racy base: a same-size write in the same clock tick keeps
+    the fingerprint) the content decides too.
     Worst case left (# RACE): a writer that already had the old file open."""
     parent = path.rpartition("/")[0]
     tmp = temp_name(store, path, "del")
@@ -144,7 +155,8 @@ def remove_if(store, path: str, expected: Fingerprint) -> RemoteStat | None:
     except errors.NotFound:
         return None
     st = store.stat(tmp)
-    if st.fingerprint == expected:
+    if st.fingerprint == expected and (
+            expected_sha is None or content_sha(store, tmp, st.size) == expected_sha):
         store.remove(tmp)
         return None
     try:
