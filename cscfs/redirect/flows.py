@@ -33,6 +33,11 @@ def journal_path(data_dir: str) -> str:
     return os.path.join(data_dir, "move-journal.jsonl")
 
 
+def primary_copy(data_dir: str) -> str:
+    """The server's list of primary computers as last read (used offline)."""
+    return os.path.join(data_dir, "primary-computers")
+
+
 def _beside(path: str, what: str) -> str:
     """A hidden folder next to `path` (same file system: renames stay atomic)."""
     return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.cscfs-{what}")
@@ -118,6 +123,7 @@ def redirect(folder_name: str, server: str, credentials_file: str | None, no_mov
                                 f"({bad[0]}, ...) that a server folder cannot keep: "
                                 f"move them away first")
         # Checked: from here on things change.
+        primary.remember(options, store, primary_copy(data_dir))
         entry = entry or Redirection(folder, path, server, data_dir,
                                      credentials_file or "", removal)
         registry.put(entry)
@@ -194,9 +200,11 @@ def login(folder_name: str) -> int:
     options = load_options()
     creds = _credentials(entry.server, entry.credentials or None)
     store = _open(entry.server, creds, options)
-    why = primary.refusal(options, store, folder)
-    if why:
+    try:
+        why = primary.refusal(options, store, folder, primary_copy(entry.data_dir))
+    finally:
         store.close()
+    if why:
         print(f"cscfs: {why}; applying its removal policy ({entry.removal})", file=sys.stderr)
         if os.path.exists(os.path.join(entry.data_dir, "state.db")):
             _record(entry.data_dir, [why])
@@ -251,7 +259,11 @@ def _move_strays(entry: Redirection, base: str | None) -> list[str]:
 def logout(folder_name: str) -> int:
     """ExecStop: upload what is pending (within the unit's stop time), unmount, and
     return only once the daemon has exited and let go of its data dir."""
-    entry = _entry(folders.canonical(folder_name))
+    folder = folders.canonical(folder_name)
+    entry = registry.load().get(folder)
+    if entry is None:  # a login on a computer that is not primary removed it
+        print(f"{folder} is not redirected (any more): nothing to unmount")
+        return 0
     answer = _unmount(entry, force=False, within=unit.FLUSH_WITHIN)
     if answer.get("pending"):
         print(f"unmounted {entry.path}; {answer['pending']} changes not uploaded yet (kept "
@@ -311,12 +323,15 @@ def remove(folder_name: str, how: str, force: bool, echo: Echo, from_unit: bool 
     folder = folders.canonical(folder_name)
     entry = _entry(folder)
     path = entry.path
-    if path not in mounts.fuse_mounts():
+    mounted_here = path not in mounts.fuse_mounts()
+    if mounted_here:
         options = load_options()
         creds = _credentials(entry.server, entry.credentials or None)
         _mount_now(entry, creds, options)
     pending = _flush(path)
     if pending and not force:
+        if mounted_here:  # as it was: not mounted (the changes stay in the cache)
+            _unmount(entry, force=True)
         raise CscfsError(f"the server is unreachable and {pending} changes in {path} wait "
                          f"for upload: nothing removed (try again online, or --force to "
                          f"keep them in the cache for a later mount)")
@@ -342,7 +357,9 @@ def remove(folder_name: str, how: str, force: bool, echo: Echo, from_unit: bool 
     folders.keep_pointing(folder, path)
     kept = ""
     if pending:
-        kept = f"; {pending} changes not uploaded are kept in the cache at {entry.data_dir}"
+        kept = (f"; {pending} changes not uploaded are kept in the cache at {entry.data_dir} "
+                f"(they upload once {path} is mounted from {entry.server} again: "
+                f"cscfs redirect {folder} {entry.server})")
     else:
         shutil.rmtree(entry.data_dir, ignore_errors=True)
     where = ("back in " + path) if how == "move-back" else f"on {entry.server}; {path} is empty"
@@ -368,6 +385,8 @@ def _copy_back(path: str, restore: str) -> tuple[int, int]:
     checked against the mount by hash. Run again, it resumes (a verified copy stays)."""
     count = size = 0
     for dirpath, dirnames, filenames in os.walk(path):
+        if dirpath == path and primary.SERVER_DIR in dirnames:
+            dirnames.remove(primary.SERVER_DIR)  # the administrator's, stays on the server
         rel = os.path.relpath(dirpath, path)
         dest = os.path.normpath(os.path.join(restore, rel))
         os.makedirs(dest, exist_ok=True)
