@@ -21,6 +21,7 @@ import pytest
 
 from cscfs.mounts import fuse_mounts
 
+from . import usermanager
 from .conftest import FAST, IN_CI, cscfs, require_fuse, wait_for
 
 MACHINE = "0123456789abcdef0123456789abcdef"
@@ -495,3 +496,115 @@ def test_a_primary_computer_that_starts_offline_stays_redirected(home):
         err = proc.stderr.read()
         print(err)
     assert "not a primary computer" not in err
+
+
+# ------------------------------------------------------------ under a real user manager
+UNIT = "cscfs-redirect-documents.service"
+
+
+@pytest.fixture
+def user_manager(home):
+    reason = usermanager.missing()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"a systemd user manager is required in CI: {reason}")
+        pytest.skip(reason)
+    manager = usermanager.UserManager(home.base, {**home.env, "PATH": os.environ["PATH"]},
+                                      home.base / "user-manager.log")
+    try:
+        manager.start()
+        yield manager
+    finally:
+        manager.stop()
+
+
+def test_the_login_unit_under_a_real_user_manager(home, user_manager):
+    """systemctl --user start / status / stop / restart, as at login and logout."""
+    m = user_manager
+    home.write_config("", write_back_delay=60)  # a change stays pending until the stop
+    home.fill()
+    out = home.redirect_documents().stdout
+    assert f"mounted at every login by {UNIT}" in out
+    assert m.systemctl("is-enabled", UNIT).stdout.strip() == "enabled"
+    assert home.mounted() and (home.docs / "notes.txt").read_text() == "my notes\n"
+    home.wait_available_offline()
+    status = m.systemctl("status", UNIT).stdout
+    assert "active (running)" in status
+    assert 'Status: "online; 0 pending uploads; available offline' in status, status
+
+    # Active only once READY=1 came, which the daemon sends once the mount answers.
+    m.systemctl("stop", UNIT, check=True)
+    assert not home.mounted()
+    m.systemctl("start", "--no-block", UNIT, check=True)
+    seen = []
+    while True:
+        state = m.show(UNIT, "ActiveState")["ActiveState"]
+        if state == "active":
+            assert home.mounted() and "notes.txt" in os.listdir(home.docs)
+            break
+        assert state == "activating", (state, m.systemctl("status", UNIT).stdout)
+        seen.append(state)
+    assert seen, "never seen activating"
+    times = m.show(UNIT, "ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic")
+    assert int(times["ActiveEnterTimestampMonotonic"]) > int(
+        times["ExecMainStartTimestampMonotonic"])
+
+    # stop = logout: the pending change is uploaded before the unmount
+    (home.docs / "at-logout.txt").write_text("saved just before logging out\n")
+    assert home.status()["pending_uploads"] == 1
+    assert not (home.share.root / "at-logout.txt").exists()
+    m.systemctl("stop", UNIT, check=True)
+    assert not home.mounted()
+    assert (home.share.root / "at-logout.txt").read_text() == "saved just before logging out\n"
+    assert home.docs.is_dir() and list(home.docs.iterdir()) == []
+
+    # a restart right after a start: the data dir is free when the next mount comes
+    m.systemctl("start", UNIT, check=True)
+    m.systemctl("restart", UNIT, check=True)
+    shown = m.show(UNIT, "ActiveState", "SubState", "Result", "NRestarts")
+    assert shown == {"ActiveState": "active", "SubState": "running", "Result": "success",
+                     "NRestarts": "0"}, m.systemctl("status", UNIT).stdout
+    assert (home.docs / "at-logout.txt").read_text() == "saved just before logging out\n"
+    log = next((Path(home.env["XDG_DATA_HOME"]) / "cscfs").glob("*/daemon.log")).read_text()
+    assert "in use" not in log
+
+    listed = json.loads(cscfs("redirect", "--list", "--json").stdout)
+    assert [(r["unit"], r["mode"]) for r in listed] == [("active", "online")]
+    out = home.redirect("--remove", "documents", "--leave")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not home.mounted() and not home.unit_file().exists()
+    assert m.show(UNIT, "ActiveState")["ActiveState"] == "inactive"
+
+
+def test_a_login_on_a_computer_not_primary_under_a_real_user_manager(home, user_manager):
+    """The unit does not mount, says why in its status, moves the files back, and ends
+    as a success: no restart every RestartSec."""
+    m = user_manager
+    home.fill()
+    home.write_config("primary_computers_only = true\n")
+    (home.share.root / ".cscfs").mkdir()
+    (home.share.root / ".cscfs" / "primary-computers").write_text(MACHINE + "\n")
+    out = home.redirect("documents", home.share.url, "--credentials",
+                        str(home.share.credentials), "--removal-policy", "move-back")
+    assert out.returncode == 0, out.stdout + out.stderr
+    m.systemctl("stop", UNIT, check=True)
+    (home.share.root / ".cscfs" / "primary-computers").write_text("ffff\n")
+    on_server = tree(home.share.root)
+
+    said = set()
+
+    def ended() -> bool:
+        shown = m.show(UNIT, "ActiveState", "SubState", "StatusText")
+        said.add(shown["StatusText"])
+        return shown["ActiveState"] in ("inactive", "failed") or shown["SubState"] == "auto-restart"
+
+    m.systemctl("start", "--no-block", UNIT, check=True)
+    wait_for(ended, 60, interval=0.01, what="the unit to end")
+    shown = m.show(UNIT, "ActiveState", "SubState", "Result", "StatusText", "ExecMainStatus")
+    assert (shown["ActiveState"], shown["SubState"], shown["Result"]) == (
+        "inactive", "dead", "success"), m.systemctl("status", UNIT).stdout
+    assert any("is not a primary computer for documents" in t and "move-back" in t
+               for t in said), said
+    assert not home.mounted()
+    assert tree(home.docs) == {r: h for r, h in on_server.items() if not r.startswith(".cscfs/")}
+    assert json.loads(cscfs("redirect", "--list", "--json").stdout) == []

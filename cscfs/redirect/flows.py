@@ -205,7 +205,10 @@ def login(folder_name: str) -> int:
     finally:
         store.close()
     if why:
-        print(f"cscfs: {why}; applying its removal policy ({entry.removal})", file=sys.stderr)
+        line = f"{why}; applying its removal policy ({entry.removal})"
+        print(f"cscfs: {line}", file=sys.stderr)
+        notifier = Notifier()
+        notifier.status(line)  # `systemctl --user status` says why while it runs
         if os.path.exists(os.path.join(entry.data_dir, "state.db")):
             _record(entry.data_dir, [why])
         try:
@@ -213,7 +216,7 @@ def login(folder_name: str) -> int:
                    from_unit=True)
         except CscfsError as exc:
             print(f"cscfs: {exc}", file=sys.stderr)
-        Notifier().ready(why)  # done, not failed: no restart loop
+        notifier.ready(why)  # done, not failed: no restart loop
         return 0
     os.makedirs(path := entry.path, exist_ok=True)
     daemon.clear_stale_mount(path)
