@@ -409,7 +409,7 @@ def test_removal_with_the_server_unreachable_refuses_and_force_keeps_the_changes
 
     out = home.redirect("--remove", "documents", f"--{how}", "--force")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "2 changes not uploaded are kept in the cache" in out.stdout
+    assert "2 changes not uploaded kept in the cache" in out.stdout
     assert not home.mounted() and not home.unit_file().exists()
     assert json.loads(cscfs("redirect", "--list", "--json").stdout) == []
     data_dirs = list((Path(home.env["XDG_DATA_HOME"]) / "cscfs").glob("*/state.db"))

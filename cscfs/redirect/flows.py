@@ -21,7 +21,7 @@ from .. import control, credentials, daemon, errors, mounts
 from ..config import Options, default_data_dir, load_options, socket_path
 from ..errors import CscfsError, UserError
 from ..remote import open_store
-from ..textfmt import size_text
+from ..textfmt import count_text, size_text
 from . import folders, primary, registry, unit
 from .mover import DirTarget, Mover, StoreTarget, file_digest, unmovable
 from .registry import REDIRECTED, Redirection
@@ -335,9 +335,10 @@ def remove(folder_name: str, how: str, force: bool, echo: Echo, from_unit: bool 
     if pending and not force:
         if mounted_here:  # as it was: not mounted (the changes stay in the cache)
             _unmount(entry, force=True)
-        raise CscfsError(f"the server is unreachable and {pending} changes in {path} wait "
-                         f"for upload: nothing removed (try again online, or --force to "
-                         f"keep them in the cache for a later mount)")
+        wait = "waits" if pending == 1 else "wait"
+        raise CscfsError(f"the server is unreachable and {count_text(pending, 'change')} in "
+                         f"{path} {wait} for upload: nothing removed (try again online, or "
+                         f"--force to keep them in the cache for a later mount)")
     restore = _beside(path, "restore")
     if how == "move-back":
         n, size = _copy_back(path, restore)
@@ -360,7 +361,8 @@ def remove(folder_name: str, how: str, force: bool, echo: Echo, from_unit: bool 
     folders.keep_pointing(folder, path)
     kept = ""
     if pending:
-        kept = (f"; {pending} changes not uploaded are kept in the cache at {entry.data_dir} "
+        kept = (f"; {count_text(pending, 'change')} not uploaded kept in the cache at "
+                f"{entry.data_dir} "
                 f"(they upload once {path} is mounted from {entry.server} again: "
                 f"cscfs redirect {folder} {entry.server})")
     else:
