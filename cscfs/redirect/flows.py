@@ -326,14 +326,14 @@ def remove(folder_name: str, how: str, force: bool, echo: Echo, from_unit: bool 
     folder = folders.canonical(folder_name)
     entry = _entry(folder)
     path = entry.path
-    mounted_here = path not in mounts.fuse_mounts()
-    if mounted_here:
+    we_mount = path not in mounts.fuse_mounts()
+    if we_mount:
         options = load_options()
         creds = _credentials(entry.server, entry.credentials or None)
         _mount_now(entry, creds, options)
     pending = _flush(path)
     if pending and not force:
-        if mounted_here:  # as it was: not mounted (the changes stay in the cache)
+        if we_mount:  # as it was: not mounted (the changes stay in the cache)
             _unmount(entry, force=True)
         wait = "waits" if pending == 1 else "wait"
         raise CscfsError(f"the server is unreachable and {count_text(pending, 'change')} in "
