@@ -21,6 +21,7 @@ import pytest
 
 from cscfs.mounts import fuse_mounts
 
+from . import usermanager
 from .conftest import FAST, IN_CI, cscfs, require_fuse, wait_for
 
 MACHINE = "0123456789abcdef0123456789abcdef"
@@ -50,10 +51,11 @@ class Home:
         (self.config / "cscfs").mkdir(parents=True)
         self.write_config("")
 
-    def write_config(self, extra: str) -> None:
+    def write_config(self, extra: str, write_back_delay: float = FAST.write_back_delay) -> None:
         (self.config / "cscfs" / "config.toml").write_text(
             f"attr_ttl = {FAST.attr_ttl}\nprobe_interval = {FAST.probe_interval}\n"
-            f"write_back_delay = {FAST.write_back_delay}\n{extra}")
+            f"remote_timeout = {FAST.remote_timeout}\n"
+            f"write_back_delay = {write_back_delay}\n{extra}")
 
     def fill(self) -> dict[str, str]:
         """A Documents folder with files and subfolders; one name the share has too."""
@@ -85,6 +87,22 @@ class Home:
 
     def mounted(self) -> bool:
         return str(self.docs) in fuse_mounts()
+
+    def status(self) -> dict:
+        return json.loads(cscfs("status", str(self.docs), "--json").stdout)
+
+    def wait_available_offline(self) -> None:
+        wait_for(lambda: self.status()["available_offline"]["activity"] == "complete", 60,
+                 what="every file available offline")
+
+    def registry(self) -> str | None:
+        path = self.config / "cscfs" / "redirect.toml"
+        return path.read_text() if path.exists() else None
+
+    def run_unit(self, key: str) -> subprocess.CompletedProcess:
+        """The unit's ExecStart or ExecStop, run to its end as the user manager would."""
+        return subprocess.run(self.unit_command(key), capture_output=True, text=True,
+                              timeout=180)
 
     def cleanup(self) -> None:
         if self.mounted():
@@ -326,3 +344,267 @@ def test_bad_input_is_one_line_and_changes_nothing(home, case):
     assert tree(home.docs) == before
     assert tree(home.share.root) == server_before
     assert (registry.read_text() if registry.exists() else None) == registry_before
+
+
+def test_no_move_leaves_the_contents_aside_and_says_where(home):
+    before = home.fill()
+    server_before = tree(home.share.root)
+    out = home.redirect("documents", home.share.url, "--credentials",
+                        str(home.share.credentials), "--no-move")
+    assert out.returncode == 0, out.stdout + out.stderr
+    aside = home.home / "Documents.before-redirect"
+    assert f"left the contents of {home.docs} in {aside}" in out.stdout
+    assert tree(aside) == before  # nothing lost, nothing moved
+    assert tree(home.share.root) == server_before
+    assert home.mounted()  # the mount shows the server's files only
+    assert tree(home.docs) == server_before
+    assert subprocess.run(["xdg-user-dir", "DOCUMENTS"], capture_output=True,
+                          text=True).stdout.strip() == str(home.docs)
+    # once more after a removal: the first folder aside is not overwritten
+    home.redirect("--remove", "documents", "--leave")
+    (home.docs / "second.txt").write_text("made later\n")
+    out = home.redirect("documents", home.share.url, "--credentials",
+                        str(home.share.credentials), "--no-move")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"in {aside}-2" in out.stdout
+    assert tree(aside) == before
+    assert (home.home / "Documents.before-redirect-2" / "second.txt").read_text() == "made later\n"
+
+
+def _unit_and_state(home) -> tuple:
+    return (home.registry(), home.unit_file().exists(), home.mounted())
+
+
+@pytest.mark.parametrize("how", ["leave", "move-back"])
+def test_removal_with_the_server_unreachable_refuses_and_force_keeps_the_changes(home, how):
+    """The link to Samba is cut (packets dropped): pending changes cannot be uploaded.
+    The removal refuses with one line and changes nothing; --force stops the
+    redirection and keeps the changes in the cache; a later mount uploads them."""
+    rig = home.share.rig
+    before = home.fill()
+    home.redirect_documents()
+    home.wait_available_offline()
+    rig.cut()
+    wait_for(lambda: home.status()["mode"] == "offline", 30, what="offline after the cut")
+    (home.docs / "offline.txt").write_text("written with the server unreachable\n")
+    with open(home.docs / "notes.txt", "a") as f:
+        f.write("an offline edit\n")
+    wait_for(lambda: home.status()["pending_uploads"] == 2, 10, what="two pending uploads")
+    state = _unit_and_state(home)
+
+    out = home.redirect("--remove", "documents", f"--{how}")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("cscfs: error: ")
+    assert "unreachable" in out.stderr and "--force" in out.stderr and "2 changes" in out.stderr
+    assert _unit_and_state(home) == state and home.status()["pending_uploads"] == 2
+    assert (home.docs / "offline.txt").read_text() == "written with the server unreachable\n"
+
+    # not mounted (logged out with the changes pending): refused the same, still unmounted
+    stop = home.run_unit("ExecStop")
+    assert stop.returncode == 0 and "2 changes not uploaded yet" in stop.stdout, stop.stderr
+    state = _unit_and_state(home)
+    out = home.redirect("--remove", "documents", f"--{how}")
+    assert out.returncode == 1 and "2 changes" in out.stderr, out.stdout + out.stderr
+    assert _unit_and_state(home) == state and not home.mounted()
+
+    out = home.redirect("--remove", "documents", f"--{how}", "--force")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 changes not uploaded kept in the cache" in out.stdout
+    assert not home.mounted() and not home.unit_file().exists()
+    assert json.loads(cscfs("redirect", "--list", "--json").stdout) == []
+    data_dirs = list((Path(home.env["XDG_DATA_HOME"]) / "cscfs").glob("*/state.db"))
+    assert len(data_dirs) == 1  # the cache is kept
+    assert not (home.share.root / "offline.txt").exists()
+    if how == "move-back":  # copied back from the cache, the offline changes included
+        here = tree(home.docs)
+        assert here["offline.txt"] == digest_of("written with the server unreachable\n")
+        assert (home.docs / "notes.txt").read_text() == "my notes\nan offline edit\n"
+        assert here["letters/2026/bank.odt"] == before["letters/2026/bank.odt"]
+        return
+    assert list(home.docs.iterdir()) == []
+
+    # The server is back; the folder mounted again from it: the kept changes upload.
+    rig.restore()
+    home.redirect_documents()
+    wait_for(lambda: (home.share.root / "offline.txt").exists()
+             and home.status()["pending_uploads"] == 0, 60, what="the kept changes uploaded")
+    assert (home.share.root / "offline.txt").read_text() == "written with the server unreachable\n"
+    assert (home.share.root / "notes.txt").read_text() == "my notes\nan offline edit\n"
+
+
+def digest_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_computer_no_longer_primary_moves_the_files_back_at_login(home):
+    """removal policy move-back: at the next login the unit does not mount and copies
+    everything back here, also what was written through the mount; the server's
+    own .cscfs folder stays there."""
+    home.fill()
+    home.write_config("primary_computers_only = true\n")
+    (home.share.root / ".cscfs").mkdir()
+    (home.share.root / ".cscfs" / "primary-computers").write_text(MACHINE + "\n")
+    out = home.redirect("documents", home.share.url, "--credentials",
+                        str(home.share.credentials), "--removal-policy", "move-back")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (home.docs / "letters" / "from-the-mount.txt").write_text("written redirected\n")
+    stop = home.run_unit("ExecStop")
+    assert stop.returncode == 0 and not home.mounted(), stop.stderr
+    (home.share.root / ".cscfs" / "primary-computers").write_text("ffff  # the new desktop\n")
+    on_server = tree(home.share.root)
+    assert "letters/from-the-mount.txt" in on_server
+    logout = home.unit_command("ExecStop")
+    login = home.run_unit("ExecStart")
+    assert login.returncode == 0, login.stderr
+    first = login.stderr.splitlines()[0]
+    assert "not a primary computer" in first and "move-back" in first
+    assert not home.mounted() and not home.unit_file().exists()
+    here = tree(home.docs)
+    assert here == {rel: h for rel, h in on_server.items() if not rel.startswith(".cscfs/")}
+    assert tree(home.share.root) == on_server  # left on the server too
+    assert json.loads(cscfs("redirect", "--list", "--json").stdout) == []
+    # ExecStop, which systemd runs after it, has nothing to do and does not fail
+    stop = subprocess.run(logout, capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0 and "not redirected" in stop.stdout, stop.stderr
+
+
+def test_a_primary_computer_that_starts_offline_stays_redirected(home):
+    """Only the server's list names this computer; at a login without the server the
+    list as last read decides, so the folder is mounted from the cache."""
+    home.fill()
+    home.write_config("primary_computers_only = true\n")
+    (home.share.root / ".cscfs").mkdir()
+    (home.share.root / ".cscfs" / "primary-computers").write_text(MACHINE + "\n")
+    home.redirect_documents()
+    home.wait_available_offline()
+    assert home.run_unit("ExecStop").returncode == 0
+    home.share.rig.cut()
+    proc = subprocess.Popen(home.unit_command("ExecStart"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(home.mounted, 60, what="the login mount")
+        assert home.status()["mode"] == "offline"
+        assert (home.docs / "notes.txt").read_text() == "my notes\n"
+        assert home.unit_file().exists() and "documents" in home.registry()
+        stop = home.run_unit("ExecStop")
+        assert stop.returncode == 0, stop.stderr
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+        err = proc.stderr.read()
+        print(err)
+    assert "not a primary computer" not in err
+
+
+# ------------------------------------------------------------ under a real user manager
+UNIT = "cscfs-redirect-documents.service"
+
+
+@pytest.fixture
+def user_manager(home):
+    reason = usermanager.missing()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"a systemd user manager is required in CI: {reason}")
+        pytest.skip(reason)
+    manager = usermanager.UserManager(home.base, {**home.env, "PATH": os.environ["PATH"]},
+                                      home.base / "user-manager.log")
+    try:
+        manager.start()
+        yield manager
+    finally:
+        manager.stop()
+
+
+def test_the_login_unit_under_a_real_user_manager(home, user_manager):
+    """systemctl --user start / status / stop / restart, as at login and logout."""
+    m = user_manager
+    home.write_config("", write_back_delay=60)  # a change stays pending until the stop
+    home.fill()
+    out = home.redirect_documents().stdout
+    assert f"mounted at every login by {UNIT}" in out
+    assert m.systemctl("is-enabled", UNIT).stdout.strip() == "enabled"
+    assert home.mounted() and (home.docs / "notes.txt").read_text() == "my notes\n"
+    home.wait_available_offline()
+    status = m.systemctl("status", UNIT).stdout
+    assert "active (running)" in status
+    assert 'Status: "online; 0 pending uploads; available offline' in status, status
+
+    # Active only once READY=1 came, which the daemon sends once the mount answers.
+    m.systemctl("stop", UNIT, check=True)
+    assert not home.mounted()
+    m.systemctl("start", "--no-block", UNIT, check=True)
+    seen = []
+    while True:
+        state = m.show(UNIT, "ActiveState")["ActiveState"]
+        if state == "active":
+            assert home.mounted() and "notes.txt" in os.listdir(home.docs)
+            break
+        assert state == "activating", (state, m.systemctl("status", UNIT).stdout)
+        seen.append(state)
+    assert seen, "never seen activating"
+    times = m.show(UNIT, "ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic")
+    assert int(times["ActiveEnterTimestampMonotonic"]) > int(
+        times["ExecMainStartTimestampMonotonic"])
+
+    # stop = logout: the pending change is uploaded before the unmount
+    (home.docs / "at-logout.txt").write_text("saved just before logging out\n")
+    assert home.status()["pending_uploads"] == 1
+    assert not (home.share.root / "at-logout.txt").exists()
+    m.systemctl("stop", UNIT, check=True)
+    assert not home.mounted()
+    assert (home.share.root / "at-logout.txt").read_text() == "saved just before logging out\n"
+    assert home.docs.is_dir() and list(home.docs.iterdir()) == []
+
+    # a restart right after a start: the data dir is free when the next mount comes
+    m.systemctl("start", UNIT, check=True)
+    m.systemctl("restart", UNIT, check=True)
+    shown = m.show(UNIT, "ActiveState", "SubState", "Result", "NRestarts")
+    assert shown == {"ActiveState": "active", "SubState": "running", "Result": "success",
+                     "NRestarts": "0"}, m.systemctl("status", UNIT).stdout
+    assert (home.docs / "at-logout.txt").read_text() == "saved just before logging out\n"
+    log = next((Path(home.env["XDG_DATA_HOME"]) / "cscfs").glob("*/daemon.log")).read_text()
+    assert "in use" not in log
+
+    listed = json.loads(cscfs("redirect", "--list", "--json").stdout)
+    assert [(r["unit"], r["mode"]) for r in listed] == [("active", "online")]
+    out = home.redirect("--remove", "documents", "--leave")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not home.mounted() and not home.unit_file().exists()
+    assert m.show(UNIT, "ActiveState")["ActiveState"] == "inactive"
+
+
+def test_a_login_on_a_computer_not_primary_under_a_real_user_manager(home, user_manager):
+    """The unit does not mount, says why in its status, moves the files back, and ends
+    as a success: no restart every RestartSec."""
+    m = user_manager
+    home.fill()
+    home.write_config("primary_computers_only = true\n")
+    (home.share.root / ".cscfs").mkdir()
+    (home.share.root / ".cscfs" / "primary-computers").write_text(MACHINE + "\n")
+    out = home.redirect("documents", home.share.url, "--credentials",
+                        str(home.share.credentials), "--removal-policy", "move-back")
+    assert out.returncode == 0, out.stdout + out.stderr
+    m.systemctl("stop", UNIT, check=True)
+    (home.share.root / ".cscfs" / "primary-computers").write_text("ffff\n")
+    on_server = tree(home.share.root)
+
+    said = set()
+
+    def ended() -> bool:
+        shown = m.show(UNIT, "ActiveState", "SubState", "StatusText")
+        said.add(shown["StatusText"])
+        return shown["ActiveState"] in ("inactive", "failed") or shown["SubState"] == "auto-restart"
+
+    m.systemctl("start", "--no-block", UNIT, check=True)
+    wait_for(ended, 60, interval=0.01, what="the unit to end")
+    shown = m.show(UNIT, "ActiveState", "SubState", "Result", "StatusText", "ExecMainStatus")
+    assert (shown["ActiveState"], shown["SubState"], shown["Result"]) == (
+        "inactive", "dead", "success"), m.systemctl("status", UNIT).stdout
+    assert any("is not a primary computer for documents" in t and "move-back" in t
+               for t in said), said
+    assert not home.mounted()
+    assert tree(home.docs) == {r: h for r, h in on_server.items() if not r.startswith(".cscfs/")}
+    assert json.loads(cscfs("redirect", "--list", "--json").stdout) == []

@@ -21,7 +21,7 @@ from .. import control, credentials, daemon, errors, mounts
 from ..config import Options, default_data_dir, load_options, socket_path
 from ..errors import CscfsError, UserError
 from ..remote import open_store
-from ..textfmt import size_text
+from ..textfmt import count_text, size_text
 from . import folders, primary, registry, unit
 from .mover import DirTarget, Mover, StoreTarget, file_digest, unmovable
 from .registry import REDIRECTED, Redirection
@@ -31,6 +31,11 @@ Echo = Callable[[str], None]
 
 def journal_path(data_dir: str) -> str:
     return os.path.join(data_dir, "move-journal.jsonl")
+
+
+def primary_copy(data_dir: str) -> str:
+    """The server's list of primary computers as last read (used offline)."""
+    return os.path.join(data_dir, "primary-computers")
 
 
 def _beside(path: str, what: str) -> str:
@@ -118,6 +123,7 @@ def redirect(folder_name: str, server: str, credentials_file: str | None, no_mov
                                 f"({bad[0]}, ...) that a server folder cannot keep: "
                                 f"move them away first")
         # Checked: from here on things change.
+        primary.remember(options, store, primary_copy(data_dir))
         entry = entry or Redirection(folder, path, server, data_dir,
                                      credentials_file or "", removal)
         registry.put(entry)
@@ -194,10 +200,15 @@ def login(folder_name: str) -> int:
     options = load_options()
     creds = _credentials(entry.server, entry.credentials or None)
     store = _open(entry.server, creds, options)
-    why = primary.refusal(options, store, folder)
-    if why:
+    try:
+        why = primary.refusal(options, store, folder, primary_copy(entry.data_dir))
+    finally:
         store.close()
-        print(f"cscfs: {why}; applying its removal policy ({entry.removal})", file=sys.stderr)
+    if why:
+        line = f"{why}; applying its removal policy ({entry.removal})"
+        print(f"cscfs: {line}", file=sys.stderr)
+        notifier = Notifier()
+        notifier.status(line)  # `systemctl --user status` says why while it runs
         if os.path.exists(os.path.join(entry.data_dir, "state.db")):
             _record(entry.data_dir, [why])
         try:
@@ -205,7 +216,7 @@ def login(folder_name: str) -> int:
                    from_unit=True)
         except CscfsError as exc:
             print(f"cscfs: {exc}", file=sys.stderr)
-        Notifier().ready(why)  # done, not failed: no restart loop
+        notifier.ready(why)  # done, not failed: no restart loop
         return 0
     os.makedirs(path := entry.path, exist_ok=True)
     daemon.clear_stale_mount(path)
@@ -251,7 +262,11 @@ def _move_strays(entry: Redirection, base: str | None) -> list[str]:
 def logout(folder_name: str) -> int:
     """ExecStop: upload what is pending (within the unit's stop time), unmount, and
     return only once the daemon has exited and let go of its data dir."""
-    entry = _entry(folders.canonical(folder_name))
+    folder = folders.canonical(folder_name)
+    entry = registry.load().get(folder)
+    if entry is None:  # a login on a computer that is not primary removed it
+        print(f"{folder} is not redirected (any more): nothing to unmount")
+        return 0
     answer = _unmount(entry, force=False, within=unit.FLUSH_WITHIN)
     if answer.get("pending"):
         print(f"unmounted {entry.path}; {answer['pending']} changes not uploaded yet (kept "
@@ -311,15 +326,19 @@ def remove(folder_name: str, how: str, force: bool, echo: Echo, from_unit: bool 
     folder = folders.canonical(folder_name)
     entry = _entry(folder)
     path = entry.path
-    if path not in mounts.fuse_mounts():
+    we_mount = path not in mounts.fuse_mounts()
+    if we_mount:
         options = load_options()
         creds = _credentials(entry.server, entry.credentials or None)
         _mount_now(entry, creds, options)
     pending = _flush(path)
     if pending and not force:
-        raise CscfsError(f"the server is unreachable and {pending} changes in {path} wait "
-                         f"for upload: nothing removed (try again online, or --force to "
-                         f"keep them in the cache for a later mount)")
+        if we_mount:  # as it was: not mounted (the changes stay in the cache)
+            _unmount(entry, force=True)
+        wait = "waits" if pending == 1 else "wait"
+        raise CscfsError(f"the server is unreachable and {count_text(pending, 'change')} in "
+                         f"{path} {wait} for upload: nothing removed (try again online, or "
+                         f"--force to keep them in the cache for a later mount)")
     restore = _beside(path, "restore")
     if how == "move-back":
         n, size = _copy_back(path, restore)
@@ -342,7 +361,10 @@ def remove(folder_name: str, how: str, force: bool, echo: Echo, from_unit: bool 
     folders.keep_pointing(folder, path)
     kept = ""
     if pending:
-        kept = f"; {pending} changes not uploaded are kept in the cache at {entry.data_dir}"
+        kept = (f"; {count_text(pending, 'change')} not uploaded kept in the cache at "
+                f"{entry.data_dir} "
+                f"(they upload once {path} is mounted from {entry.server} again: "
+                f"cscfs redirect {folder} {entry.server})")
     else:
         shutil.rmtree(entry.data_dir, ignore_errors=True)
     where = ("back in " + path) if how == "move-back" else f"on {entry.server}; {path} is empty"
@@ -368,6 +390,8 @@ def _copy_back(path: str, restore: str) -> tuple[int, int]:
     checked against the mount by hash. Run again, it resumes (a verified copy stays)."""
     count = size = 0
     for dirpath, dirnames, filenames in os.walk(path):
+        if dirpath == path and primary.SERVER_DIR in dirnames:
+            dirnames.remove(primary.SERVER_DIR)  # the administrator's, stays on the server
         rel = os.path.relpath(dirpath, path)
         dest = os.path.normpath(os.path.join(restore, rel))
         os.makedirs(dest, exist_ok=True)

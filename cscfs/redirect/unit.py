@@ -45,6 +45,8 @@ ExecStart={command("redirect", "--login", folder)}
 ExecStop={command("redirect", "--logout", folder)}
 Restart=on-failure
 RestartSec=10
+# 2: bad input (the folder no longer redirected, a broken config): a restart cannot help
+RestartPreventExitStatus=2
 TimeoutStartSec=120
 TimeoutStopSec={STOP_TIMEOUT}
 
