@@ -201,6 +201,16 @@ class WriteBack:
         """Upload every changed file now; returns when done, offline, or at timeout."""
         self.all_due(items)
         with trio.move_on_after(timeout):
-            while self.link.online and (self.uploading or self.journal.count or any(
-                    t <= self.clock.monotonic() for t in self.due.values())):
+            while self.link.online:
+                # Until nothing is left to upload, not merely nothing due: a file can
+                # be dirty between two attempts (changed or moved during its upload,
+                # a conflict decided again) without being due or uploading.
+                waiting = [i for i in list(items) if i.dirty and not i.unlinked
+                           and not i.writers and i.ino not in self.failures]
+                if not (self.uploading or self.journal.count or waiting):
+                    break
+                for item in waiting:
+                    if item.ino not in self.uploading and item.ino not in self.due:
+                        self.due[item.ino] = 0.0
+                        self.wake()
                 await trio.sleep(0.05)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 import shutil
 import tempfile
@@ -40,6 +41,18 @@ def _tree(read, listdir, isdir, root="") -> dict[str, bytes]:
     return out
 
 
+class _Recorder(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(f"{record.name}: {record.getMessage()}")
+
+    def text(self) -> str:
+        return "client log:\n" + "\n".join(self.lines[-60:])
+
+
 class SyncMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
@@ -52,6 +65,12 @@ class SyncMachine(RuleBasedStateMachine):
                                 dataclasses.replace(FAST, write_back_delay=3600))
         self.fs = VfsFS(self.runner)
         self.must_survive: set[bytes] = {b"hello from the server\n", b"quarterly report v1\n"}
+        # What the client did in this example, for the failure message (hypothesis
+        # shows the log of its last replay only, which may not fail).
+        self.log = _Recorder()
+        for name in ("cscfs", "sync"):
+            logging.getLogger(name).addHandler(self.log)
+            logging.getLogger(name).setLevel(logging.DEBUG)
         self.offline = False
 
     def _version(self, side: str) -> bytes:
@@ -71,20 +90,23 @@ class SyncMachine(RuleBasedStateMachine):
         return self._server_version_known(name)
 
     def _server_version_known(self, name: str) -> bytes | None:
-        """The server's content at `name` if it is the version the client's item is
-        based on (its fingerprint): a write or delete there replaces that version."""
+        """The server's content of the version the client's item at `name` is based
+        on (its fingerprint), wherever it is on the server (an offline rename moves
+        it there only at replay): a write or delete here replaces that version."""
         try:
             node = self.fs.client.table.nodes[self.fs._resolve(name)]
         except (OSError, KeyError):
             return None  # not there
-        try:
-            disk = self.server / name
-            st = disk.stat()
-            if node.base is not None and (st.st_size, st.st_mtime_ns, st.st_ino) == (
-                    node.base.size, node.base.mtime_ns, node.base.file_id):
-                return disk.read_bytes()
-        except OSError:
-            pass
+        if node.base is None:
+            return None
+        for disk in self.server.rglob("*"):
+            try:
+                st = disk.lstat()
+                if (st.st_size, st.st_mtime_ns, st.st_ino) == (
+                        node.base.size, node.base.mtime_ns, node.base.file_id):
+                    return disk.read_bytes()
+            except OSError:
+                pass
         return None
 
     # -- the client, through the VFS ------------------------------------------
@@ -96,6 +118,7 @@ class SyncMachine(RuleBasedStateMachine):
             self.fs.write(name, data)
         except OSError:
             return  # e.g. its folder was deleted on the server: nothing written
+        self.log.lines.append(f"model: client wrote {data!r} at {name}, having seen {seen!r}")
         self.must_survive.discard(seen)
         # The open revalidates: a server change that arrived since `seen` was read
         # is what the write replaces (as any editor's save does), knowingly.
@@ -111,6 +134,7 @@ class SyncMachine(RuleBasedStateMachine):
             self.fs.unlink(name)
         except OSError:
             return
+        self.log.lines.append(f"model: client deleted {name}, having seen {seen!r}")
         self.must_survive.discard(seen)
 
     @rule(old=st.sampled_from(NAMES), new=st.sampled_from(NAMES))
@@ -122,6 +146,7 @@ class SyncMachine(RuleBasedStateMachine):
             self.fs.rename(old, new)
         except OSError:
             return
+        self.log.lines.append(f"model: client renamed {old} to {new}, over {replaced!r}")
         self.must_survive.discard(replaced)
 
     # -- the server, on its disk ----------------------------------------------
@@ -136,6 +161,8 @@ class SyncMachine(RuleBasedStateMachine):
             os.rename(src, dst)
         except FileNotFoundError:
             return
+        self._client_told(old, new)
+        self.log.lines.append(f"model: server renamed {old} to {new}, over {replaced!r}")
         self.must_survive.discard(replaced)
 
     # The client syncs in the background meanwhile (replay after a switch online,
@@ -153,6 +180,8 @@ class SyncMachine(RuleBasedStateMachine):
         seen = path.read_bytes() if path.is_file() else None
         data = self._version("server")
         path.write_bytes(data)
+        self._client_told(name)
+        self.log.lines.append(f"model: server wrote {data!r} at {name}, over {seen!r}")
         self.must_survive.discard(seen)
         self.must_survive.add(data)
 
@@ -164,7 +193,18 @@ class SyncMachine(RuleBasedStateMachine):
             path.unlink()
         except (FileNotFoundError, IsADirectoryError):
             return
+        self._client_told(name)
+        self.log.lines.append(f"model: server deleted {name}")
         self.must_survive.discard(seen)
+
+    def _client_told(self, *paths):
+        """The change notification of a server change, delivered before the next rule
+        (as the watcher would, a little later): what a client rule then "sees" at a
+        name is what its operation acts on, not an older version a merge is about to
+        replace under it. Races with a change the client has not heard of yet stay
+        covered by the offline rules (the journal, the upload's base check)."""
+        for path in paths:
+            self.runner.call_sync(self.fs.client.watcher.on_remote_change, path)
 
     # -- modes and syncs ---------------------------------------------------------
     @rule()
@@ -175,7 +215,10 @@ class SyncMachine(RuleBasedStateMachine):
             # Back online, every change uploads at once and conflicts are settled by
             # renaming: wait for that, since what a rule "saw" at a name must still
             # be there when the rule acts (the model cannot see inside the loop).
-            self.fs.settle()
+            try:
+                self.fs.settle()
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{self.log.text()}") from None
 
     @precondition(lambda self: True)
     @rule()
@@ -183,6 +226,7 @@ class SyncMachine(RuleBasedStateMachine):
         self._sync()
 
     def _sync(self):
+        self.log.lines.append("model: sync")
         from cscfs import commands
 
         async def run():
@@ -211,8 +255,10 @@ class SyncMachine(RuleBasedStateMachine):
                            lambda p: self.fs.stat(p).st_mode & 0o170000 == 0o040000)
             assert client == server, (client, server)
             lost = self.must_survive - set(server.values())
-            assert not lost, f"lost versions: {lost}\nserver: {server}"
+            assert not lost, f"lost versions: {lost}\nserver: {server}\n{self.log.text()}"
         finally:
+            for name in ("cscfs", "sync"):
+                logging.getLogger(name).removeHandler(self.log)
             self.runner.stop()
             shutil.rmtree(self.tmp, ignore_errors=True)
 
