@@ -85,7 +85,7 @@ def test_changed_here_deleted_there(smb_mounted):
     (m.server / "docs" / "report.txt").unlink()
     assert _sync(m) == 3
     [c] = _conflicts(m)
-    assert c["kind"] == "delete/update"
+    assert c["kind"] == "update/delete"
     assert (m.server / "docs" / "report.txt").read_text().endswith("edited offline\n")
     cscfs("resolve", str(m.mountpoint / "docs" / "report.txt"), "--keep", "both")
     assert _sync(m) == 0
