@@ -213,7 +213,11 @@ class Remote(Protocol):
                    ) -> bytes: ...
 
     async def upload(self, path: str, chunks: Iterator[bytes], expected: Fingerprint | None,
-                     mode: int, mtime_ns: int) -> RemoteStat: ...
+                     mode: int, mtime_ns: int, expected_sha: str | None = None
+                     ) -> RemoteStat:
+        """Atomically, only over the `expected` version (None: a free name) and, for
+        a racy base, only if the server's content hashes to `expected_sha`; else
+        Changed."""
 
     async def mkdir(self, path: str, mode: int) -> RemoteStat: ...
 
