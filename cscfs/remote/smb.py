@@ -26,7 +26,7 @@ from smbclient._io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO, set_info
 from smbprotocol import exceptions as smbexc
 from smbprotocol.header import NtStatus
 from smbprotocol.file_info import FileAttributes, FileInformationClass
-from smbprotocol.open import QueryDirectoryFlags
+from smbprotocol.open import FilePipePrinterAccessMask, QueryDirectoryFlags
 from smbprotocol.structure import DateTimeField
 
 from sync.names import utf8_bytes, utf16_units
@@ -169,7 +169,20 @@ _STAT_CLASSES = (FileInformationClass.FILE_NETWORK_OPEN_INFORMATION,
                  FileInformationClass.FILE_INTERNAL_INFORMATION)
 
 
-def _query_raw(open_, info_class: int):
+# 2.4.2 FileAllInformation, up to the file id: FileBasicInformation (creation/access/
+# write/change FILETIMEs, attributes, reserved), FileStandardInformation (allocation,
+# end of file, links, delete pending, directory, reserved), FileInternalInformation.
+_ALL_INFO = struct.Struct("<QQQQIIQQIBBHQ")
+_ALL_INFO_LENGTH = 100  # and the name's length (UTF-16) after it
+# The temporary file of an upload: written, then renamed while still open.
+_WRITE_RENAME = (FilePipePrinterAccessMask.FILE_WRITE_DATA
+                 | FilePipePrinterAccessMask.FILE_WRITE_ATTRIBUTES
+                 | FilePipePrinterAccessMask.FILE_WRITE_EA
+                 | FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES
+                 | FilePipePrinterAccessMask.DELETE)
+
+
+def _query_raw(open_, info_class: int, length: int = 64):
     """A query of one file information class; its reply is kept raw (_raw_info)."""
     from smbprotocol.file_info import InfoType
     from smbprotocol.open import SMB2QueryInfoRequest
@@ -177,7 +190,7 @@ def _query_raw(open_, info_class: int):
     request["info_type"] = InfoType.SMB2_0_INFO_FILE
     request["file_info_class"] = info_class
     request["file_id"] = open_.file_id
-    request["output_buffer_length"] = 64
+    request["output_buffer_length"] = length
     return request
 
 
@@ -218,8 +231,8 @@ class _Compound:
     replies, so that several compounds go out in one round trip (_round_trip).
     smbclient's helpers (raw.open, raw.close, set_info) add to it with +=."""
 
-    def __init__(self, raw):
-        self.raw = raw
+    def __init__(self, raw, close: bool = True):
+        self.raw, self.close = raw, close  # close=False: the handle stays open after
         self.actions: list = []
 
     def __add__(self, action):
@@ -230,13 +243,15 @@ class _Compound:
 def _round_trip(*compounds: _Compound) -> list:
     """Send every compound, then read every reply: one round trip for all. Returns,
     per compound, the results of its requests (open and close left out) or the
-    exception of its first failure."""
+    exception of its first failure (a create that succeeded leaves its handle
+    open in `raw` when the compound does not close it)."""
     sent = []
     try:
         for c in compounds:
             c.raw.open(transaction=c)
             c.actions.insert(0, c.actions.pop())  # the create goes first
-            c.raw.close(transaction=c)
+            if c.close:
+                c.raw.close(transaction=c)
             fd = c.raw.fd
             sent.append(fd.connection.send_compound(
                 [request for request, _ in c.actions], fd.tree_connect.session.session_id,
@@ -254,7 +269,7 @@ def _round_trip(*compounds: _Compound) -> list:
                     failure = failure or smbexc.SMBOSError(exc.status, c.raw.name)
                 except Exception as exc:
                     failure = failure or exc
-            out.append(failure or results[1:-1])
+            out.append(failure or results[1:len(results) - c.close])
     return out
 
 
@@ -519,16 +534,18 @@ class SMBStore:
         except SourceFailed as exc:
             raise exc.__cause__ from None
         streamed = False
+        handle = None  # the temporary file's handle, while open
 
-        def write_tmp(**kw) -> bool:
+        def write_tmp(**kw):
             # A small file (it fits in one message) goes in one round trip with the
             # check of the base: the look at the name (and for a racy base the read
-            # of its content), and the create, write, set time and close of the
-            # temporary name, all sent before any answer is awaited. A bigger one is
-            # checked, then opened and written a message at a time. The time set on
-            # the handle sticks: the close does not overwrite it.
-            nonlocal streamed
-            raw = SMBRawIO(self._p(tmp), mode="xb", **kw)
+            # of its content), and the create, write and set time of the temporary
+            # name, all sent before any answer is awaited; its handle stays open
+            # for the rename. A bigger one is checked, then opened and written a
+            # message at a time, and closed. The time set on the handle sticks: the
+            # close does not overwrite it. Returns the open handle of a small file.
+            nonlocal streamed, handle
+            raw = SMBRawIO(self._p(tmp), mode="xb", desired_access=_WRITE_RENAME, **kw)
             limit = min(_COMPOUND_WRITE_MAX, raw.fd.connection.max_write_size)
             if size >= limit:
                 if streamed:  # what went out of the stream cannot be read again
@@ -537,8 +554,8 @@ class SMBStore:
                 check_expected(self, path, expected, expected_sha)
                 streamed = True
                 self._write_big(raw, itertools.chain(head, it), mtime_ns)
-                return False
-            write = _Compound(raw)
+                return None
+            write = _Compound(raw, close=False)
             offset = 0
             for chunk in head:
                 request, receive = raw.fd.write(bytes(chunk), offset, send=False)
@@ -550,6 +567,8 @@ class SMBStore:
             if racy and expected.size:
                 checks.append(self._read_compound(path, 0, min(expected.size, limit), **kw))
             found, *content, written = _round_trip(*checks, write)
+            if not raw.closed:
+                handle = raw
             if isinstance(found, smbexc.SMBOSError) and found.errno == errno.ENOENT:
                 found = [[]]  # the folder went: the base is gone with it
             current = self._stat_of(path, _one(found)[0])
@@ -560,19 +579,27 @@ class SMBStore:
 
             check_version(path, expected, current, same_content if racy else None)
             _one(written)
-            return True
+            return raw
 
         try:
-            small = self._call(path, write_tmp)  # a failure names the file, not our temporary
+            raw = self._call(path, write_tmp)  # a failure names the file, not our temporary
             # RACE: a change by another client between the last check and the rename is
             # replaced by ours; SMB2 has no rename conditional on the target's version.
             # A small file was checked in the round trip that wrote it: checking again
             # would not narrow it.
-            if not small:
-                check_expected(self, path, expected)
             self._note_own_rename(tmp)
-            st = self._rename(tmp, path, True, stat=True)
+            if raw is None:
+                check_expected(self, path, expected)
+                st = self._rename(tmp, path, True, stat=True)
+            else:
+                st = self._call(path, self._rename_open, raw, path)
+                handle = None
         except BaseException as exc:
+            if handle is not None and not handle.closed:
+                try:
+                    handle.close()
+                except Exception as cleanup:  # the connection is gone, and the handle with it
+                    log.debug("cannot close %s now: %s", tmp, cleanup)
             try:
                 smbclient.remove(self._p(tmp), **self._kw())
             except Exception as cleanup:  # unreachable now: a stray temporary name, never listed
@@ -581,6 +608,28 @@ class SMBStore:
                 raise exc.__cause__ from None
             raise
         return st
+
+    def _rename_open(self, raw, new: str, **kw) -> RemoteStat:
+        """Rename a file we hold open over `new`, read its attributes and close it:
+        one compound of three messages."""
+        with SMBFileTransaction(raw) as transaction:
+            set_info(transaction, self._rename_info(new, True))
+            transaction += (_query_raw(raw.fd, FileInformationClass.FILE_ALL_INFORMATION,
+                                       _ALL_INFO_LENGTH + 4 * len(raw.name)), _raw_info(raw.fd))
+            raw.close(transaction=transaction)
+        _, info, _ = transaction.results
+        (_c, _a, mtime, _ch, attrs, _r, _alloc, size, _links, _del, _dir, _r2,
+         file_id) = _ALL_INFO.unpack_from(info)
+        return self._from_info(new.rsplit("/", 1)[-1], attrs, size, (mtime - _EPOCH_FT) * 100,
+                               file_id, new)
+
+    def _rename_info(self, new: str, replace: bool):
+        from smbprotocol.file_info import FileRenameInformation
+        info = FileRenameInformation()
+        info["replace_if_exists"] = replace
+        info["file_name"] = "\\".join(
+            p for p in (self.target.path.replace("/", "\\"), new.replace("/", "\\")) if p)
+        return info
 
     @staticmethod
     def _write_big(raw, chunks: Iterable[bytes], mtime_ns: int) -> None:
@@ -643,7 +692,6 @@ class SMBStore:
         """One compound request (open, rename, [query], close): smbclient's rename opens
         the target first and the source apart, four round trips in all. With `stat`,
         the renamed file's attributes come back in the same round trip."""
-        from smbprotocol.file_info import FileRenameInformation
         from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask
 
         def do(**kw):
@@ -652,11 +700,7 @@ class SMBStore:
             raw = SMBRawIO(self._p(old), mode="r", share_access="rwd", desired_access=access,
                            create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **kw)
             with SMBFileTransaction(raw) as transaction:
-                info = FileRenameInformation()
-                info["replace_if_exists"] = replace
-                info["file_name"] = "\\".join(
-                    p for p in (self.target.path.replace("/", "\\"), new.replace("/", "\\")) if p)
-                set_info(transaction, info)
+                set_info(transaction, self._rename_info(new, replace))
                 if stat:
                     for info_class in _STAT_CLASSES:
                         transaction += (_query_raw(raw.fd, info_class), _raw_info(raw.fd))
