@@ -757,22 +757,35 @@ class SMBStore:
             try:
                 self._session()
                 with SMBDirectoryIO(self._p(""), mode="r", share_access="rwd", **self._kw()) as d:
+                    # Samba answers each change on its own, so the two halves of a
+                    # rename (old name, new name), and the change reported after it
+                    # for the close of our upload's handle, come in answers of their
+                    # own: an own rename is remembered from one to the next. (A
+                    # change by another client in that instant is seen at the next
+                    # check: SMB names are trusted for attr_ttl only.)
+                    own_rename = armed = False
+                    own_name = None  # the name our last own rename arrived at
                     while not stop.is_set():
                         w = FileSystemWatcher(d.fd)
                         w.start(filt, flags=ChangeNotifyFlags.SMB2_WATCH_TREE)
-                        on_armed(True)
+                        if not armed:  # said once: each re-arm is a hop to the event loop
+                            on_armed(True)
+                            armed = True
                         while not w.response_event.wait(0.2):
                             if stop.is_set():
                                 w.cancel()
                                 on_armed(False)
                                 return
-                        own_rename = False
                         for r in w.result or []:
                             name = r["file_name"].get_value().replace("\\", "/")
                             action = r["action"].get_value()
                             if action == FileAction.FILE_ACTION_RENAMED_NEW_NAME and own_rename:
-                                own_rename = False
+                                own_rename, own_name = False, name
                                 continue  # our upload's temporary file onto its name
+                            if action == FileAction.FILE_ACTION_MODIFIED and name == own_name:
+                                own_name = None
+                                continue  # its close, reported after the rename
+                            own_name = None
                             own_rename = (action == FileAction.FILE_ACTION_RENAMED_OLD_NAME
                                           and self._own_rename_reported(name))
                             on_change(name)
