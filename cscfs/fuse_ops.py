@@ -101,8 +101,10 @@ class FuseOperations(pyfuse3.Operations):
     # No writeback cache: with it the kernel keeps size and mtime of a cached regular
     # file as its own (fuse_get_cache_mask), so a file grown or shrunk on the server
     # would keep its old size for applications. Costs about 0.33x -> 0.24x native on
-    # sequential writes (measured with a pass-through file system on this machine);
-    # revisit with inode generations.
+    # sequential writes (measured with a pass-through file system on this machine).
+    # Turning it on needs a new kernel node id per server version of a file (the
+    # kernel keys its inodes by node id; the generation only matters to NFS export),
+    # i.e. node ids apart from our inode numbers.
     enable_writeback_cache = False
 
     def __init__(self, vfs: VFS):

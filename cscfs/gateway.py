@@ -108,8 +108,10 @@ class RemoteGateway:
         return await self.call(self.store.read, path, offset, length, background=background)
 
     async def upload(self, path: str, chunks, expected: Fingerprint | None, mode: int,
-                     mtime_ns: int, owner: tuple[int, int] | None = None) -> RemoteStat:
-        return await self.call(self.store.upload, path, chunks, expected, mode, mtime_ns, owner)
+                     mtime_ns: int, owner: tuple[int, int] | None = None,
+                     expected_sha: str | None = None) -> RemoteStat:
+        return await self.call(self.store.upload, path, chunks, expected, mode, mtime_ns, owner,
+                               expected_sha)
 
     async def mkdir(self, path: str, mode: int) -> RemoteStat:
         return await self.call(self.store.mkdir, path, mode)

@@ -112,12 +112,12 @@ class Listing:
         table = self.table
         listed = {st.name: st for st in entries}
         self._follow_renames(d, listed)
-        for name in set(listed) | set(d.children):
+        # New there, never here: reconcile() says PULL; added all at once.
+        known = set(d.children)
+        table.add_remote_many(d, [st for name, st in listed.items() if name not in known])
+        for name in known:
             st = listed.get(name)
-            child = table.nodes[d.children[name]] if name in d.children else None
-            if child is None:  # new there, never here: reconcile() says PULL
-                table.add_remote(d, st)
-                continue
+            child = table.nodes[d.children[name]]
             base_kind = child.kind if child.base is not None else None
             deep = st is None or st.kind != child.kind
             plan = rc.reconcile(base_kind, self.local_side(child, deep),

@@ -222,10 +222,12 @@ class Remote(Protocol):
                    ) -> bytes: ...
 
     async def upload(self, path: str, chunks: Iterator[bytes], expected: Fingerprint | None,
-                     mode: int, mtime_ns: int, owner: tuple[int, int] | None = None
-                     ) -> RemoteStat:
-        """`owner` (uid, gid): give the new version this owner; None: as the server
-        makes it."""
+                     mode: int, mtime_ns: int, owner: tuple[int, int] | None = None,
+                     expected_sha: str | None = None) -> RemoteStat:
+        """Atomically, only over the `expected` version (None: a free name) and, for
+        a racy base, only if the server's content hashes to `expected_sha`; else
+        Changed. `owner` (uid, gid): give the new version this owner; None: as the
+        server makes it."""
         ...
 
     async def mkdir(self, path: str, mode: int) -> RemoteStat: ...

@@ -114,10 +114,10 @@ class RefusingStore(LocalDirStore):
 
     refuse = True
 
-    def upload(self, path, chunks, expected, mode, mtime_ns, owner=None):
+    def upload(self, path, chunks, expected, mode, mtime_ns, owner=None, expected_sha=None):
         if self.refuse and "refused" in path:
             raise errors.PermissionDenied(f"{path}: access denied")
-        return super().upload(path, chunks, expected, mode, mtime_ns, owner)
+        return super().upload(path, chunks, expected, mode, mtime_ns, owner, expected_sha)
 
 
 def test_a_failing_upload_is_reported_once_and_retried_with_backoff(tmp_path, server,

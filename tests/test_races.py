@@ -36,7 +36,7 @@ class StallingStore(LocalDirStore):
             self.release.wait(20)
         return data
 
-    def upload(self, path, chunks, expected, mode, mtime_ns, owner=None):
+    def upload(self, path, chunks, expected, mode, mtime_ns, owner=None, expected_sha=None):
         stalled = path == self.stall_path
         if stalled:
             it = iter(chunks)
@@ -44,7 +44,7 @@ class StallingStore(LocalDirStore):
             self.entered.set()
             self.release.wait(20)
             chunks = itertools.chain([first], it)
-        st = super().upload(path, chunks, expected, mode, mtime_ns, owner)
+        st = super().upload(path, chunks, expected, mode, mtime_ns, owner, expected_sha)
         if stalled:
             self.landed.append((self.root_path / path).read_bytes())
         return st

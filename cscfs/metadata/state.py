@@ -200,6 +200,18 @@ class State:
         node.ino = cur.lastrowid
         return node.ino
 
+    def insert_many(self, nodes: list[Node]) -> None:
+        """Rows for many new nodes in one statement (a folder's first listing): their
+        inos are given here, in order, as AUTOINCREMENT would."""
+        (top,) = self.db.execute(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0),"
+            " coalesce((SELECT max(ino) FROM items), 0))").fetchone()
+        for ino, node in enumerate(nodes, top + 1):
+            node.ino = ino
+        self.db.executemany(
+            f"INSERT INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(node.ino,) + _row(node) for node in nodes])
+
     def save(self, node: Node) -> None:
         self.db.execute(
             "UPDATE items SET parent=?, name=?, kind=?, mode=?, size=?, mtime_ns=?, "

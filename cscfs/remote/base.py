@@ -13,7 +13,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 from sync.conflicts import conflict_names
 from sync.names import fit
@@ -25,6 +25,7 @@ from .. import errors
 # never listed, and the watcher ignores their changes.
 TEMP_PREFIX = ".~cscfs-"
 TEMP_HINT = 40  # at most this much of the original name in a temporary one
+HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +72,14 @@ class RemoteStore(Protocol):
         mode: int,
         mtime_ns: int,
         owner: tuple[int, int] | None = None,
+        expected_sha: str | None = None,
     ) -> RemoteStat:
         """Atomically make `path` hold `chunks`: write a temporary name in the same
         folder, then rename it over `path`, but only if `path` still has the
-        `expected` fingerprint (None: only if `path` does not exist). Raises Changed
-        otherwise. The server never shows a partial file at `path`. `owner` (uid,
-        gid): the new version's owner (None: as the server makes it)."""
+        `expected` fingerprint (None: only if `path` does not exist) and, given
+        `expected_sha` (a racy base), that content. Raises Changed otherwise. The
+        server never shows a partial file at `path`. `owner` (uid, gid): the new
+        version's owner (None: as the server makes it)."""
         ...
 
     def mkdir(self, path: str, mode: int) -> RemoteStat: ...
@@ -120,23 +123,41 @@ def temp_name(store, path: str, tag: str) -> str:
     return join(parent, fit(head, hint, f".{tag}", store.name_max, store.name_len))
 
 
-def check_expected(store, path: str, expected: Fingerprint | None) -> None:
-    """Raise Changed unless `path` has the `expected` version (None: is absent)."""
+def check_expected(store, path: str, expected: Fingerprint | None,
+                   expected_sha: str | None = None) -> None:
+    """Raise Changed unless `path` has the `expected` version (None: is absent) and,
+    with `expected_sha`, that version's content hashes to it."""
     try:
         current = store.stat(path)
     except errors.NotFound:
+        current = None
+    check_version(path, expected, current, expected_sha and (
+        lambda: content_sha(store, path, current.size, b"") == expected_sha))
+
+
+def check_version(path: str, expected: Fingerprint | None, current: RemoteStat | None,
+                  same_content: Callable[[], bool] | None = None) -> None:
+    """Raise Changed unless `current` (what the server holds at `path`) is the
+    `expected` version. For a racy base (recorded within a clock tick of its own
+    mtime) a write in the same tick may keep the fingerprint: the caller passes
+    `same_content`, which compares the server's content hash with the base's."""
+    if current is None:
         if expected is not None:
             raise errors.Changed(f"{path}: deleted on the server", current=None)
         return
     if expected is None or current.fingerprint != expected:
         raise errors.Changed(f"{path}: changed on the server", current=current)
+    if same_content is not None and not same_content():
+        raise errors.Changed(f"{path}: changed on the server within one clock tick",
+                             current=current)
 
 
-def content_sha(store, path: str, size: int, chunk: int = 1 << 20) -> str:
-    sha = hashlib.sha256()
-    for pos in range(0, size, chunk):
-        sha.update(store.read(path, pos, min(chunk, size - pos)))
-    return sha.hexdigest()
+def content_sha(store, path: str, size: int, head: bytes) -> str:
+    """SHA-256 of a server file of `size` bytes whose first bytes (`head`) are read."""
+    h = hashlib.sha256(head[:size])
+    for pos in range(len(head), size, HASH_CHUNK):
+        h.update(store.read(path, pos, min(HASH_CHUNK, size - pos)))
+    return h.hexdigest()
 
 
 def remove_if(store, path: str, expected: Fingerprint,
@@ -156,7 +177,7 @@ def remove_if(store, path: str, expected: Fingerprint,
         return None
     st = store.stat(tmp)
     if st.fingerprint == expected and (
-            expected_sha is None or content_sha(store, tmp, st.size) == expected_sha):
+            expected_sha is None or content_sha(store, tmp, st.size, b"") == expected_sha):
         store.remove(tmp)
         return None
     try:

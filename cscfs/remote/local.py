@@ -150,8 +150,9 @@ class LocalDirStore:
         return self._call(path, do)
 
     def upload(self, path: str, chunks: Iterable[bytes], expected: Fingerprint | None,
-               mode: int, mtime_ns: int, owner: tuple[int, int] | None = None) -> RemoteStat:
-        check_expected(self, path, expected)
+               mode: int, mtime_ns: int, owner: tuple[int, int] | None = None,
+               expected_sha: str | None = None) -> RemoteStat:
+        check_expected(self, path, expected, expected_sha)
         tmp = temp_name(self, path, "tmp")
 
         def write_tmp():

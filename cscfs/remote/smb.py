@@ -27,14 +27,14 @@ from smbclient._io import SMBDirectoryIO, SMBFileTransaction, SMBRawIO, set_info
 from smbprotocol import exceptions as smbexc
 from smbprotocol.header import NtStatus
 from smbprotocol.file_info import FileAttributes, FileInformationClass
-from smbprotocol.open import QueryDirectoryFlags
+from smbprotocol.open import FilePipePrinterAccessMask, QueryDirectoryFlags
 from smbprotocol.structure import DateTimeField
 
 from sync.names import utf8_bytes, utf16_units
 
 from .. import errors
 from .base import (TEMP_PREFIX, Fingerprint, RemoteStat, SourceFailed, SpaceInfo,
-                   check_expected, guarded, temp_name)
+                   check_expected, check_version, content_sha, guarded, temp_name)
 
 log = logging.getLogger("cscfs.smb")
 # smbprotocol logs whole messages at DEBUG and a dead connection's worker thread at
@@ -170,7 +170,20 @@ _STAT_CLASSES = (FileInformationClass.FILE_NETWORK_OPEN_INFORMATION,
                  FileInformationClass.FILE_INTERNAL_INFORMATION)
 
 
-def _query_raw(open_, info_class: int):
+# 2.4.2 FileAllInformation, up to the file id: FileBasicInformation (creation/access/
+# write/change FILETIMEs, attributes, reserved), FileStandardInformation (allocation,
+# end of file, links, delete pending, directory, reserved), FileInternalInformation.
+_ALL_INFO = struct.Struct("<QQQQIIQQIBBHQ")
+_ALL_INFO_LENGTH = 100  # and the name's length (UTF-16) after it
+# The temporary file of an upload: written, then renamed while still open.
+_WRITE_RENAME = (FilePipePrinterAccessMask.FILE_WRITE_DATA
+                 | FilePipePrinterAccessMask.FILE_WRITE_ATTRIBUTES
+                 | FilePipePrinterAccessMask.FILE_WRITE_EA
+                 | FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES
+                 | FilePipePrinterAccessMask.DELETE)
+
+
+def _query_raw(open_, info_class: int, length: int = 64):
     """A query of one file information class; its reply is kept raw (_raw_info)."""
     from smbprotocol.file_info import InfoType
     from smbprotocol.open import SMB2QueryInfoRequest
@@ -178,7 +191,7 @@ def _query_raw(open_, info_class: int):
     request["info_type"] = InfoType.SMB2_0_INFO_FILE
     request["file_info_class"] = info_class
     request["file_id"] = open_.file_id
-    request["output_buffer_length"] = 64
+    request["output_buffer_length"] = length
     return request
 
 
@@ -211,6 +224,61 @@ def _written(receive_write: Callable, want: int) -> Callable:
         _check_written(count, want)
         return count
     return receive
+
+
+class _Compound:
+    """One handle's compound (open, requests on the handle, close) and the parsers of
+    its replies: smbclient's SMBFileTransaction, but sent apart from awaiting its
+    replies, so that several compounds go out in one round trip (_round_trip).
+    smbclient's helpers (raw.open, raw.close, set_info) add to it with +=."""
+
+    def __init__(self, raw, close: bool = True):
+        self.raw, self.close = raw, close  # close=False: the handle stays open after
+        self.actions: list = []
+
+    def __add__(self, action):
+        self.actions.append(action)
+        return self
+
+
+def _round_trip(*compounds: _Compound) -> list:
+    """Send every compound, then read every reply: one round trip for all. Returns,
+    per compound, the results of its requests (open and close left out) or the
+    exception of its first failure (a create that succeeded leaves its handle
+    open in `raw` when the compound does not close it)."""
+    sent = []
+    try:
+        for c in compounds:
+            c.raw.open(transaction=c)
+            c.actions.insert(0, c.actions.pop())  # the create goes first
+            if c.close:
+                c.raw.close(transaction=c)
+            fd = c.raw.fd
+            sent.append(fd.connection.send_compound(
+                [request for request, _ in c.actions], fd.tree_connect.session.session_id,
+                fd.tree_connect.tree_connect_id, related=True))
+    finally:
+        # Every reply of what went out is read, also when a later send failed: an
+        # unread reply stays in the connection's table.
+        out = []
+        for c, requests in zip(compounds, sent):
+            results, failure = [], None
+            for (_, receive), request in zip(c.actions, requests):
+                try:
+                    results.append(receive(request))
+                except smbexc.SMBResponseException as exc:
+                    failure = failure or smbexc.SMBOSError(exc.status, c.raw.name)
+                except Exception as exc:
+                    failure = failure or exc
+            out.append(failure or results[1:len(results) - c.close])
+    return out
+
+
+def _one(outcome):
+    """One compound's results from _round_trip; its failure raised."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def _basic_times(mtime_ns: int):
@@ -381,23 +449,32 @@ class SMBStore:
             st = self._call(path, smbclient.stat, self._p(path), follow_symlinks=False)
             return self._from_info(name, st.st_file_attributes, st.st_size, st.st_mtime_ns,
                                    st.st_ino, path)
-        # The parent's listing of this one name: one compound of three messages, parsed
-        # like a listing (smbclient.stat sends seven, and parsing them costs ~6 ms of CPU).
-        parent = path.rsplit("/", 1)[0] if "/" in path else ""
 
         def lookup(**kw):
-            raw = SMBDirectoryIO(self._p(parent), share_access="rwd", **kw)
-            with SMBFileTransaction(raw) as transaction:
-                flags = (QueryDirectoryFlags.SMB2_RESTART_SCANS
-                         | QueryDirectoryFlags.SMB2_RETURN_SINGLE_ENTRY)
-                transaction += (_query(raw.fd, name, flags), _records_of(raw.fd))
-            return transaction.results[0]
+            (records,) = _one(_round_trip(self._lookup(path, **kw))[0])
+            return records
 
-        records = self._call(path, lookup)
-        if not records:
+        st = self._stat_of(path, self._call(path, lookup))
+        if st is None:
             raise errors.NotFound(f"{path}: not found")
+        return st
+
+    def _lookup(self, path: str, **kw) -> _Compound:
+        """The parent's listing of this one name: one compound of three messages,
+        parsed like a listing (smbclient.stat sends seven, and parsing them costs
+        ~6 ms of CPU). Its result: the records found (_stat_of)."""
+        parent, _, name = path.rpartition("/")
+        compound = _Compound(SMBDirectoryIO(self._p(parent), share_access="rwd", **kw))
+        fd = compound.raw.fd
+        flags = QueryDirectoryFlags.SMB2_RESTART_SCANS | QueryDirectoryFlags.SMB2_RETURN_SINGLE_ENTRY
+        compound += (_query(fd, name, flags), _records_of(fd))
+        return compound
+
+    def _stat_of(self, path: str, records: list) -> RemoteStat | None:
+        if not records:
+            return None
         _name, attrs, size, mtime_ns, file_id = records[0]
-        return self._from_info(name, attrs, size, mtime_ns, file_id, path)
+        return self._from_info(path.rpartition("/")[2], attrs, size, mtime_ns, file_id, path)
 
     def scandir(self, path: str) -> list[RemoteStat]:
         def records(**kw) -> list:
@@ -446,64 +523,88 @@ class SMBStore:
         return self._call(path, do)
 
     def upload(self, path: str, chunks: Iterable[bytes], expected: Fingerprint | None,
-               mode: int, mtime_ns: int, owner: tuple[int, int] | None = None) -> RemoteStat:
-        check_expected(self, path, expected)
+               mode: int, mtime_ns: int, owner: tuple[int, int] | None = None,
+               expected_sha: str | None = None) -> RemoteStat:
+        # `owner` is not kept: SMB has one owner, the mounting user (can_own says so).
         tmp = temp_name(self, path, "tmp")
-
-        def write_tmp(**kw) -> bool:
-            # Create, write, set the time and close in one compound when the file fits
-            # in one message (a small file: one round trip instead of six); a bigger one
-            # is opened first and written a message at a time. The time set on the
-            # handle sticks: the close does not overwrite it.
-            raw = SMBRawIO(self._p(tmp), mode="xb", **kw)
-            limit = min(_COMPOUND_WRITE_MAX, raw.fd.connection.max_write_size)
-            it = iter(chunks)
-            head, size = [], 0
+        # The head is read once, here: _call may run write_tmp again (credits).
+        it = iter(guarded(chunks))
+        head, size = [], 0
+        try:
             for chunk in it:
                 head.append(chunk)
                 size += len(chunk)
-                if size >= limit:
+                if size >= _COMPOUND_WRITE_MAX:
                     break
-            offset = 0
-            small = size < limit
-            if not small:
-                raw.open()
-                try:
-                    for chunk in itertools.chain(head, it):
-                        view = memoryview(chunk)
-                        while view:
-                            part = view[:raw.fd.connection.max_write_size]
-                            _check_written(raw.fd.write(part.tobytes(), offset), len(part))
-                            offset += len(part)
-                            view = view[len(part):]
-                except BaseException:
-                    try:
-                        raw.close()
-                    except Exception as exc:  # the connection is gone, and the handle with it
-                        log.debug("close after a failed write of %s: %s", tmp, exc)
-                    raise
-                head = []
-            with SMBFileTransaction(raw) as transaction:
-                for chunk in head:
-                    request, receive = raw.fd.write(bytes(chunk), offset, send=False)
-                    transaction += (request, _written(receive, len(chunk)))
-                    offset += len(chunk)
-                set_info(transaction, _basic_times(mtime_ns))
-                if not raw.closed:  # opened above: the transaction only closes it
-                    raw.close(transaction=transaction)
-            return small
+        except SourceFailed as exc:
+            raise exc.__cause__ from None
+        streamed = False
+        handle = None  # the temporary file's handle, while open
 
-        chunks = guarded(chunks)
+        def write_tmp(**kw):
+            # A small file (it fits in one message) goes in one round trip with the
+            # check of the base: the look at the name (and for a racy base the read
+            # of its content), and the create, write and set time of the temporary
+            # name, all sent before any answer is awaited; its handle stays open
+            # for the rename. A bigger one is checked, then opened and written a
+            # message at a time, and closed. The time set on the handle sticks: the
+            # close does not overwrite it. Returns the open handle of a small file.
+            nonlocal streamed, handle
+            raw = SMBRawIO(self._p(tmp), mode="xb", desired_access=_WRITE_RENAME, **kw)
+            limit = min(_COMPOUND_WRITE_MAX, raw.fd.connection.max_write_size)
+            if size >= limit:
+                if streamed:  # what went out of the stream cannot be read again
+                    raise errors.RemoteError(f"{path}: the upload was interrupted",
+                                             err=errno.EIO)
+                check_expected(self, path, expected, expected_sha)
+                streamed = True
+                self._write_big(raw, itertools.chain(head, it), mtime_ns)
+                return None
+            write = _Compound(raw, close=False)
+            offset = 0
+            for chunk in head:
+                request, receive = raw.fd.write(bytes(chunk), offset, send=False)
+                write += (request, _written(receive, len(chunk)))
+                offset += len(chunk)
+            set_info(write, _basic_times(mtime_ns))
+            racy = expected_sha is not None and expected is not None
+            checks = [self._lookup(path, **kw)]
+            if racy and expected.size:
+                checks.append(self._read_compound(path, 0, min(expected.size, limit), **kw))
+            found, *content, written = _round_trip(*checks, write)
+            if not raw.closed:
+                handle = raw
+            if isinstance(found, smbexc.SMBOSError) and found.errno == errno.ENOENT:
+                found = [[]]  # the folder went: the base is gone with it
+            current = self._stat_of(path, _one(found)[0])
+
+            def same_content() -> bool:
+                first = _one(content[0])[0] if content else b""
+                return content_sha(self, path, current.size, first) == expected_sha
+
+            check_version(path, expected, current, same_content if racy else None)
+            _one(written)
+            return raw
+
         try:
-            small = self._call(path, write_tmp)  # a failure names the file, not our temporary
+            raw = self._call(path, write_tmp)  # a failure names the file, not our temporary
             # RACE: a change by another client between the last check and the rename is
             # replaced by ours; SMB2 has no rename conditional on the target's version.
-            # A small file went in one round trip: checking again would not narrow it.
-            if not small:
-                check_expected(self, path, expected)
+            # A small file was checked in the round trip that wrote it: checking again
+            # would not narrow it.
             self._note_own_rename(tmp)
-            st = self._rename(tmp, path, True, stat=True)
+            if raw is None:
+                check_expected(self, path, expected)
+                st = self._rename(tmp, path, True, stat=True)
+            else:
+                st = self._call(path, self._rename_open, raw, path)
+                handle = None
         except BaseException as exc:
+            if handle is not None and not handle.closed:
+                try:
+                    handle.close()
+                except Exception as cleanup:  # the connection is gone, and the handle with it
+                    log.debug("cannot close %s now: %s", tmp, cleanup)
             try:
                 smbclient.remove(self._p(tmp), **self._kw())
             except Exception as cleanup:  # unreachable now: a stray temporary name, never listed
@@ -512,6 +613,58 @@ class SMBStore:
                 raise exc.__cause__ from None
             raise
         return st
+
+    def _rename_open(self, raw, new: str, **kw) -> RemoteStat:
+        """Rename a file we hold open over `new`, read its attributes and close it:
+        one compound of three messages."""
+        with SMBFileTransaction(raw) as transaction:
+            set_info(transaction, self._rename_info(new, True))
+            transaction += (_query_raw(raw.fd, FileInformationClass.FILE_ALL_INFORMATION,
+                                       _ALL_INFO_LENGTH + 4 * len(raw.name)), _raw_info(raw.fd))
+            raw.close(transaction=transaction)
+        _, info, _ = transaction.results
+        (_c, _a, mtime, _ch, attrs, _r, _alloc, size, _links, _del, _dir, _r2,
+         file_id) = _ALL_INFO.unpack_from(info)
+        return self._from_info(new.rsplit("/", 1)[-1], attrs, size, (mtime - _EPOCH_FT) * 100,
+                               file_id, new)
+
+    def _rename_info(self, new: str, replace: bool):
+        from smbprotocol.file_info import FileRenameInformation
+        info = FileRenameInformation()
+        info["replace_if_exists"] = replace
+        info["file_name"] = "\\".join(
+            p for p in (self.target.path.replace("/", "\\"), new.replace("/", "\\")) if p)
+        return info
+
+    @staticmethod
+    def _write_big(raw, chunks: Iterable[bytes], mtime_ns: int) -> None:
+        """Write a temporary file a message at a time; set its time and close it."""
+        raw.open()
+        offset = 0
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    part = view[:raw.fd.connection.max_write_size]
+                    _check_written(raw.fd.write(part.tobytes(), offset), len(part))
+                    offset += len(part)
+                    view = view[len(part):]
+        except BaseException:
+            try:
+                raw.close()
+            except Exception as exc:  # the connection is gone, and the handle with it
+                log.debug("close after a failed write of %s: %s", raw.name, exc)
+            raise
+        with SMBFileTransaction(raw) as transaction:
+            set_info(transaction, _basic_times(mtime_ns))
+            raw.close(transaction=transaction)
+
+    def _read_compound(self, path: str, offset: int, length: int, **kw) -> _Compound:
+        """Open, read and close: its result is the bytes read (b"" past the end)."""
+        compound = _Compound(SMBRawIO(self._p(path), mode="r", share_access="rwd", **kw))
+        request, receive = compound.raw.fd.read(offset, length, send=False)
+        compound += (request, _read_or_eof(receive))
+        return compound
 
     def _note_own_rename(self, tmp: str) -> None:
         now = time.monotonic()
@@ -544,7 +697,6 @@ class SMBStore:
         """One compound request (open, rename, [query], close): smbclient's rename opens
         the target first and the source apart, four round trips in all. With `stat`,
         the renamed file's attributes come back in the same round trip."""
-        from smbprotocol.file_info import FileRenameInformation
         from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask
 
         def do(**kw):
@@ -553,11 +705,7 @@ class SMBStore:
             raw = SMBRawIO(self._p(old), mode="r", share_access="rwd", desired_access=access,
                            create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **kw)
             with SMBFileTransaction(raw) as transaction:
-                info = FileRenameInformation()
-                info["replace_if_exists"] = replace
-                info["file_name"] = "\\".join(
-                    p for p in (self.target.path.replace("/", "\\"), new.replace("/", "\\")) if p)
-                set_info(transaction, info)
+                set_info(transaction, self._rename_info(new, replace))
                 if stat:
                     for info_class in _STAT_CLASSES:
                         transaction += (_query_raw(raw.fd, info_class), _raw_info(raw.fd))
@@ -630,22 +778,35 @@ class SMBStore:
             try:
                 self._session()
                 with SMBDirectoryIO(self._p(""), mode="r", share_access="rwd", **self._kw()) as d:
+                    # Samba answers each change on its own, so the two halves of a
+                    # rename (old name, new name), and the change reported after it
+                    # for the close of our upload's handle, come in answers of their
+                    # own: an own rename is remembered from one to the next. (A
+                    # change by another client in that instant is seen at the next
+                    # check: SMB names are trusted for attr_ttl only.)
+                    own_rename = armed = False
+                    own_name = None  # the name our last own rename arrived at
                     while not stop.is_set():
                         w = FileSystemWatcher(d.fd)
                         w.start(filt, flags=ChangeNotifyFlags.SMB2_WATCH_TREE)
-                        on_armed(True)
+                        if not armed:  # said once: each re-arm is a hop to the event loop
+                            on_armed(True)
+                            armed = True
                         while not w.response_event.wait(0.2):
                             if stop.is_set():
                                 w.cancel()
                                 on_armed(False)
                                 return
-                        own_rename = False
                         for r in w.result or []:
                             name = r["file_name"].get_value().replace("\\", "/")
                             action = r["action"].get_value()
                             if action == FileAction.FILE_ACTION_RENAMED_NEW_NAME and own_rename:
-                                own_rename = False
+                                own_rename, own_name = False, name
                                 continue  # our upload's temporary file onto its name
+                            if action == FileAction.FILE_ACTION_MODIFIED and name == own_name:
+                                own_name = None
+                                continue  # its close, reported after the rename
+                            own_name = None
                             own_rename = (action == FileAction.FILE_ACTION_RENAMED_OLD_NAME
                                           and self._own_rename_reported(name))
                             on_change(name)
