@@ -104,11 +104,11 @@ def test_upload_over_a_racy_base_checks_its_content(store):
     first = store.upload("f", [b"one"], None, 0o644, 10**18)
     other = hashlib.sha256(b"two").hexdigest()  # what the server would hold after such a write
     with pytest.raises(errors.Changed) as exc:
-        store.upload("f", [b"ours"], first.fingerprint, 0o644, 2 * 10**18, other)
+        store.upload("f", [b"ours"], first.fingerprint, 0o644, 2 * 10**18, expected_sha=other)
     assert exc.value.current.fingerprint == first.fingerprint
     assert store.read("f", 0, 10) == b"one"
     store.upload("f", [b"ours"], first.fingerprint, 0o644, 2 * 10**18,
-                 hashlib.sha256(b"one").hexdigest())
+                 expected_sha=hashlib.sha256(b"one").hexdigest())
     assert store.read("f", 0, 10) == b"ours"
     assert not [n for n in os.listdir(store.disk) if n.startswith(TEMP_PREFIX)]
 
