@@ -199,23 +199,19 @@ class InodeTable:
         return node
 
     def add_remote(self, parent: Node, st: RemoteStat) -> Node:
-        node = self.add(parent, st.name, st.kind, st.mode, size=st.size,
-                        mtime_ns=st.mtime_ns, target=st.target, remote=st, rdev=st.rdev)
-        node.listed = False
-        if node.kind == "dir":
-            node.checked_at = -1e9  # its children are not listed yet
-        return node
+        return self.add_remote_many(parent, [st])[0]
 
-    def add_remote_many(self, parent: Node, stats: list[RemoteStat]) -> None:
-        """add_remote for every name of a listing new here, in one database statement
-        (one INSERT each was most of a first listing's time)."""
+    def add_remote_many(self, parent: Node, stats: list[RemoteStat]) -> list[Node]:
+        """Nodes for names of a listing new here, in one database statement (one
+        INSERT each was most of a first listing's time)."""
         if not stats:
-            return
+            return []
         now, checked = time.time_ns(), self.clock()
         nodes = []
         for st in stats:
             node = Node(ino=0, parent=parent.ino, name=st.name, kind=st.kind, mode=st.mode,
-                        size=st.size, mtime_ns=st.mtime_ns, ctime_ns=now, target=st.target)
+                        size=st.size, mtime_ns=st.mtime_ns, ctime_ns=now, target=st.target,
+                        uid=st.uid, gid=st.gid, rdev=st.rdev)
             node.set_base(st.fingerprint)
             if st.kind == "dir":
                 node.children = {}
@@ -227,6 +223,7 @@ class InodeTable:
         for node in nodes:
             self.nodes[node.ino] = node
             parent.children[node.name] = node.ino
+        return nodes
 
     def drop(self, node: Node) -> None:
         """Forget a node and everything under it, here and in the database."""

@@ -93,6 +93,7 @@ class Node:
 _COLUMNS = ("ino, parent, name, kind, mode, size, mtime_ns, ctime_ns, target, base_size, "
             "base_mtime_ns, base_file_id, dirty, present, pinned, listed, last_access, "
             "base_seen_ns, base_sha256, uid, gid, rdev")
+_ALL_VALUES = ",".join("?" * len(_COLUMNS.split(",")))  # a row with its ino
 
 
 def _row(node: Node) -> tuple:
@@ -209,7 +210,7 @@ class State:
         for ino, node in enumerate(nodes, top + 1):
             node.ino = ino
         self.db.executemany(
-            f"INSERT INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO items ({_COLUMNS}) VALUES ({_ALL_VALUES})",
             [(node.ino,) + _row(node) for node in nodes])
 
     def save(self, node: Node) -> None:

@@ -619,8 +619,12 @@ class SMBStore:
         one compound of three messages."""
         with SMBFileTransaction(raw) as transaction:
             set_info(transaction, self._rename_info(new, True))
+            # The answer names the file by its new path (UTF-16, up to 2 units a
+            # character), which may be longer than the temporary one.
+            name_room = 4 * (len(self.target.path) + len(new) + 2)
             transaction += (_query_raw(raw.fd, FileInformationClass.FILE_ALL_INFORMATION,
-                                       _ALL_INFO_LENGTH + 4 * len(raw.name)), _raw_info(raw.fd))
+                                       _ALL_INFO_LENGTH + max(4 * len(raw.name), name_room)),
+                            _raw_info(raw.fd))
             raw.close(transaction=transaction)
         _, info, _ = transaction.results
         (_c, _a, mtime, _ch, attrs, _r, _alloc, size, _links, _del, _dir, _r2,
