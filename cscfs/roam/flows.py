@@ -181,7 +181,7 @@ class Roamer:
                                         f"newer wins)"))
             lines.append(self._hive_down())
             lines += self._folders(LOGON)
-            lines += self._datasets_in()
+            lines += self.import_datasets()
         except errors.Unavailable as exc:
             lines.append(self.event(LOGON_UNAVAILABLE, f"{exc}; nothing changed here"))
             return self._finish("last_logon", False, "server unavailable", lines)
@@ -310,7 +310,7 @@ class Roamer:
                 lines.append(self._hive_up())
                 lines += self._folders(LOGOFF)
                 uploaded += [HIVE, FOLDERS]
-            lines += self._datasets_out(uploaded)
+            lines += self.export_datasets(uploaded)
             self.profile.write_record({"state": COMPLETE, "host": self.host,
                                        "machine": _machine(), "started": started,
                                        "finished": self.clock(), "uploaded": uploaded})
@@ -326,7 +326,7 @@ class Roamer:
                             lines)
 
     # -- data sets -------------------------------------------------------------
-    def _datasets_out(self, uploaded: list[str]) -> list[str]:
+    def export_datasets(self, uploaded: list[str]) -> list[str]:
         if not self.cfg.datasets:
             return []
         sid = datasets.user_sid()[0]
@@ -348,7 +348,7 @@ class Roamer:
         self.state.set_fact("datasets", sizes)
         return lines
 
-    def _datasets_in(self) -> list[str]:
+    def import_datasets(self) -> list[str]:
         sid = datasets.user_sid()[0]
         lines = []
         for scope in datasets.scopes(self.cfg):
