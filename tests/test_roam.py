@@ -98,9 +98,18 @@ def test_a_key_set_on_a_reaches_the_server_by_a_background_upload_atomically(mac
     assert hive_keys(server)[KEY] == "'24h-3'"
     assert seen and all(hashlib.sha256(b).hexdigest() in versions for b in seen)
     assert not [n for n in listing(profile) if n.endswith(".tmp") or n.startswith(".~")]
+    # one left by a put cut short long ago goes with the next put; a recent one stays
+    stale, fresh = (profile / f"settings.dconf.{{{n}}}.tmp" for n in ("old", "new"))
+    for leftover in (stale, fresh):
+        leftover.write_bytes(b"cut short")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    a.set(KEY, "'24h-4'")
+    a.cscfs("roam", "upload")
+    assert not stale.exists() and fresh.exists()
+    fresh.unlink()
     names = a.event_names()
-    assert names.count("background upload started") == 4
-    assert names.count("background upload finished successfully") == 4
+    assert names.count("background upload started") == 5
+    assert names.count("background upload finished successfully") == 5
     status = a.status()
     assert status["last_upload"]["outcome"] == "background upload finished successfully"
     # nothing changed since: the next one says so and does not rewrite the server's copy
@@ -254,8 +263,7 @@ def test_data_sets_global_and_by_group(machines):
                 "--dconf", "/org/gnome/desktop/background/", "--folder", "~/notes")
         m.cscfs("roam", "dataset", "add", "tools", "--scope", "group",
                 "--dconf", "/org/example/tools/")
-    # the data sets alone roam here: no hive, no roaming folders
-    lab1.roam_config(folders=[])
+    lab1.roam_config(folders=[])  # the hive and the data sets only
     out = lab1.cscfs("roam", "logoff").stdout
     sid = f"S-1-22-1-{os.getuid()}"
     files = listing(machines.profile / "datasets")
@@ -458,3 +466,41 @@ def test_the_agent_logs_on_uploads_and_logs_off_as_the_unit_runs_it(machines, tm
     assert hive_keys((machines.profile / "settings.dconf").read_bytes())[KEY] == "'12h'"
     names = a.event_names()
     assert names.index("logon finished") < names.index("logoff finished")
+
+
+def test_primary_computers_apply_to_roaming(machines):
+    a = machines("a")
+    a.set(KEY, "'from a'")
+    a.cscfs("roam", "logoff")
+    b = machines("b")
+    b.set(KEY, "'b keeps its own'")
+    os.utime(b.hive(), ns=(1, 1))
+    b.write_config(f'primary_computers_only = true\nprimary_computers = ["{"b":0>32}"]\n')
+    server_list = machines.share.root / ".cscfs" / "primary-computers"
+    server_list.parent.mkdir()
+    server_list.write_text("# the office desktops\n" + f"{'a':0>32}\n")  # the server's wins
+    before = (machines.profile / "settings.dconf").read_bytes()
+    for command in ("logon", "logoff", "upload"):
+        out = b.cscfs("roam", command, check=False)
+        assert "not a primary computer" in out.stdout + out.stderr, command
+    assert b.get(KEY) == "'b keeps its own'"
+    assert (machines.profile / "settings.dconf").read_bytes() == before
+    assert b.event_names().count("not roamed: not a primary computer") == 3
+    server_list.write_text(f"{'b':0>32}\n")
+    b.cscfs("roam", "logon")
+    assert b.get(KEY) == "'from a'"
+
+
+def test_a_data_set_path_gone_since_it_was_added_is_an_event_not_a_failure(machines):
+    a = machines("a")
+    a.set("/org/example/tools/compiler", "'gcc-13'")
+    (a.home / "notes").mkdir()
+    a.cscfs("roam", "dataset", "add", "tools", "--dconf", "/org/example/tools/",
+            "--folder", "~/notes")
+    (a.home / "notes").rmdir()
+    a.dconf("reset", "-f", "/org/example/tools/")
+    out = a.cscfs("roam", "logoff")
+    assert "tools: ~/notes is gone" in out.stdout and "tools: /org/example/tools/ is gone" \
+        in out.stdout
+    assert a.event_names().count("data set path missing") == 2
+    assert (machines.profile / "datasets" / f"S-1-22-1-{os.getuid()}.global.tar.gz").exists()

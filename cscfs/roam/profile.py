@@ -29,6 +29,7 @@ DATASETS = "datasets"
 CONFLICTS = "conflicts"
 RECORD = "profile.json"
 UPLOADING, COMPLETE = "uploading", "complete"
+STALE_TMP = 3600  # s after which a put's temporary copy is a leftover
 
 
 def sig(st) -> str | None:
@@ -87,7 +88,22 @@ class Profile:
             except errors.RemoteError:
                 pass
             raise
+        self._sweep(rel)
         return self.store.stat(target)
+
+    def _sweep(self, rel: str) -> None:
+        """Remove `<name>.{uuid}.tmp` left by a put cut short (a crash between the
+        upload and the rename). RACE: only those over STALE_TMP old, so that another
+        computer's put in flight (seconds, within the store's deadlines) is not one."""
+        parent, _, name = rel.rpartition("/")
+        now = time.time_ns()
+        for st in self.store.scandir(self.path(parent)):
+            if st.name.startswith(name + ".{") and st.name.endswith("}.tmp") \
+                    and now - st.mtime_ns > STALE_TMP * 1e9:
+                try:
+                    self.store.remove(self.path(join(parent, st.name) if parent else st.name))
+                except errors.NotFound:
+                    pass
 
     def remove(self, rel: str) -> None:
         try:
