@@ -122,6 +122,9 @@ def test_schedule_interval_limits_and_time_format_are_checked(tmp_path):
     path.write_text('server = "x"\nhive_upload_intervall_h = 12\n')
     with pytest.raises(UserError, match="unknown option"):
         settings.load(str(path))
+    path.write_text('server = "x"\n[datasets.d]\ndconf = "/org/x/"\n')
+    with pytest.raises(UserError, match="data set d: dconf and folders are lists"):
+        settings.load(str(path))
 
 
 class FakeClock:
@@ -159,6 +162,9 @@ class CountingRoamer:
 
     def upload(self):
         self.uploads.append(self.clock())
+
+    def release(self):
+        pass
 
 
 @pytest.mark.parametrize("mode,draws,want", [

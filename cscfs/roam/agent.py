@@ -40,12 +40,14 @@ class Agent:
     def run(self, logon: bool = True, logoff: bool = True) -> None:
         if logon:
             self.roamer.logon()
+            self.roamer.release()
         due = self._plan(self.clock())
         self.notifier.ready(self._status())
         while not self.stop.is_set():
             now = self.clock()
             if now >= due:
                 self.roamer.upload()
+                self.roamer.release()
                 last = self.clock()
                 due = self._plan(last)
                 self.notifier.status(self._status())

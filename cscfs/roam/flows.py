@@ -87,10 +87,14 @@ class Roamer:
     def profile(self) -> Profile:
         return Profile(self.store)
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Let go of the server between the agent's runs (hours apart)."""
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def close(self) -> None:
+        self.release()
         self.state.close()
 
     def event(self, name: str, detail: str = "") -> str:

@@ -1,6 +1,6 @@
-"""The roaming configuration, roam.toml in the config dir. Options in one table
-(ROAM_OPTIONS: name, default, help) read by the loader, the CLI and the README.
-Never a password: an SMB password stays in its credentials file."""
+"""The roaming configuration, roam.toml in the config dir: one table of options
+(RoamConfig: name, default, help) for the loader and the README's table. Never a
+password: an SMB password stays in its credentials file."""
 
 from __future__ import annotations
 
@@ -56,11 +56,6 @@ class RoamConfig:
     datasets: dict[str, DataSet] = field(default_factory=dict)
 
 
-ROAM_OPTIONS = {f.name: (f.default if f.default is not f.default_factory else None,
-                         f.metadata.get("help", "")) for f in fields(RoamConfig)
-                if f.name != "datasets"}
-
-
 def config_path() -> str:
     return os.path.join(platformdirs.user_config_dir(APP), "roam.toml")
 
@@ -104,7 +99,12 @@ def validate(cfg: RoamConfig, where: str) -> RoamConfig:
         bad("size_limit_mb must be >= 0")
     for folder in cfg.folders:
         folder_key(folder)
+    if not all(isinstance(x, str) for x in cfg.folders + cfg.exclude):
+        bad("folders and exclude are lists of strings")
     for name, ds in cfg.datasets.items():
+        if not (isinstance(ds.dconf, list) and isinstance(ds.folders, list)
+                and all(isinstance(x, str) for x in ds.dconf + ds.folders)):
+            bad(f"data set {name}: dconf and folders are lists of strings")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             bad(f"data set name {name!r}: letters, digits, '.', '_' and '-' only")
         if ds.scope not in (GLOBAL, GROUP):
