@@ -11,8 +11,9 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 # fuse3 + libfuse3-dev + pkg-config + gcc: pyfuse3; git, rsync, tar, attr: what the
 # tests (and users) run inside the mount; xdg-user-dirs: the folders `cscfs redirect`
-# knows; systemd: its user units (and systemd-analyze, which checks them in the tests).
-packages="dbus fuse3 libfuse3-dev pkg-config gcc python3 python3-venv python3-dev git rsync tar attr samba nftables iproute2 xdg-user-dirs systemd"
+# knows; systemd: its user units (and systemd-analyze, which checks them in the tests);
+# dconf-cli + dconf-service: the settings database `cscfs roam` roams.
+packages="dbus fuse3 libfuse3-dev pkg-config gcc python3 python3-venv python3-dev git rsync tar attr samba nftables iproute2 xdg-user-dirs systemd dconf-cli dconf-service"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -282,6 +282,32 @@ def fill_section(base: Path, args, log, on_section) -> dict[str, dict[str, dict]
     return out
 
 
+def roam_section(base: Path, args, log, on_section) -> dict[str, dict]:
+    """Export and import of a 200 KB data set over the Samba rig (fast link)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.linklab import SambaRig
+
+    from .roam import run_roam
+
+    reason = SambaRig.missing()
+    if reason or shutil.which("dconf") is None:
+        log(f"roam workloads: skipped: {reason or 'dconf is missing'}")
+        return {}
+    rig = SambaRig(base / "rig-roam")
+    rig.start()
+    out = {}
+    try:
+        for link, host, rtt in (("fast", rig.fast_host, 0), ("50 ms", rig.wire_host, 50)):
+            rig.set_rtt(rtt)
+            runs = run_roam(rig, base, args.runs, host)
+            out[f"data set (roam), SMB {link}"] = {t: medians(r) for t, r in runs.items()}
+            log(f"roam, SMB {link}: done")
+            on_section(out)
+    finally:
+        rig.stop()
+    return out
+
+
 def chart(sections: dict, path: Path) -> bool:
     """Bar chart of every target's ratio to native, per workload (log scale)."""
     try:
@@ -351,7 +377,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
     ap.add_argument("--out", default="bench-out", help="where results go")
     ap.add_argument("--runs", type=int, default=3, help="runs per target (medians)")
-    ap.add_argument("--only", choices=["local", "smb", "fill"], help="one section only")
+    ap.add_argument("--only", choices=["local", "smb", "fill", "roam"],
+                    help="one section only")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -389,6 +416,8 @@ def main(argv=None) -> int:
             smb_section(base, args, log, save)
         if args.only in (None, "fill"):
             fill_section(base, args, log, save)
+        if args.only in (None, "roam"):
+            roam_section(base, args, log, save)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     text = save()

@@ -448,6 +448,15 @@ def _when(at: float) -> str:
 
 
 
+def _add_roam() -> None:
+    from .roam.cli import roam
+
+    cli.add_command(roam)
+
+
+_add_roam()
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         result = cli.main(args=argv, prog_name="cscfs", standalone_mode=False)
