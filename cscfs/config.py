@@ -42,8 +42,9 @@ class Options:
         1 << 20, "bytes fetched from the server at a time when a read needs data that "
                  "is not cached")
     probe_interval: float = _opt(
-        5.0, "seconds before the first check whether an unavailable server is back "
-             "(then 1.5x longer each time, up to 120)")
+        1.0, "seconds before the first check whether an unavailable server is back "
+             "(then 1.5x longer each time, up to 120; a change of the network checks "
+             "at once)")
     probe_online_interval: float = _opt(
         1.0, "seconds between liveness probes while the server is reachable (an SMB "
              "echo; at least 10 s for other probes)")

@@ -5,15 +5,21 @@
   that a cut link is noticed within a few seconds even when no request needs the
   server; every 10 s otherwise (a TCP connect to `--probe HOST:PORT`, or a stat of a
   plain folder). The echo's RTT is also the slow-link sample.
-- While unreachable: re-probe from `probe_interval` (5 s) growing 1.5x per failure up
+- While unreachable: re-probe from `probe_interval` (1 s) growing 1.5x per failure up
   to 120 s (Windows re-probes every 2 minutes; we come back sooner).
+- Whenever the kernel says the network changed (a link, an address or a route: a
+  cable, Wi-Fi, a VPN, a dock), probe at once and start the backoff again, so that a
+  laptop back on its network is online within a round trip of it, not of the backoff.
 """
 
 from __future__ import annotations
 
+import logging
+
 import trio
 
 from netprobe import ProbeFailed, tcp_connect_ms
+from netprobe.netchange import drain, open_change_socket
 
 from sync.vocabulary import META_USAGE
 
@@ -23,6 +29,12 @@ from .link import LinkKeeper
 from .metadata import State
 
 MAX_BACKOFF = 120.0
+# A change arrives as a burst (link, then addresses, then routes): probe once it settles,
+# and at most once a second however busy the machine's networking is.
+CHANGE_SETTLE = 0.25
+CHANGE_MIN_GAP = 1.0
+
+log = logging.getLogger("cscfs.linkmon")
 
 
 class LinkMonitor:
@@ -35,6 +47,7 @@ class LinkMonitor:
         self.echoes = hasattr(self.store, "echo") and probe_target is None
         self.interval = self.opts.probe_online_interval if self.echoes else max(
             10.0, self.opts.probe_online_interval)
+        self._network_changed = trio.Event()
 
     async def probe_once(self, reconnect: bool) -> None:
         timeout = self.opts.probe_timeout
@@ -92,13 +105,43 @@ class LinkMonitor:
             await trio.sleep(o.cost_probe_interval)
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_network)
+            await self._probe_loop()
+
+    async def _probe_loop(self) -> None:
         backoff = self.opts.probe_interval
         while True:
             if self.link.reachable:
-                await trio.sleep(self.interval)
+                await self._sleep(self.interval)
                 await self.probe_once(reconnect=False)
                 backoff = self.opts.probe_interval
             else:
-                await trio.sleep(backoff)
-                backoff = min(backoff * 1.5, MAX_BACKOFF)
+                if await self._sleep(backoff):
+                    backoff = self.opts.probe_interval
+                else:
+                    backoff = min(backoff * 1.5, MAX_BACKOFF)
                 await self.probe_once(reconnect=True)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, cut short by a change of the network; whether one came."""
+        with trio.move_on_after(seconds):
+            await self._network_changed.wait()
+        changed = self._network_changed.is_set()
+        if changed:
+            self._network_changed = trio.Event()
+        return changed
+
+    async def _watch_network(self) -> None:
+        sock = open_change_socket()
+        if sock is None:
+            log.info("no network change notices here: the server is checked on a timer only")
+            return
+        with sock:
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                await trio.sleep(CHANGE_SETTLE)
+                drain(sock)
+                log.info("the network changed: checking the server now")
+                self._network_changed.set()
+                await trio.sleep(CHANGE_MIN_GAP - CHANGE_SETTLE)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -102,6 +103,34 @@ def test_a_cut_link_makes_the_mount_serve_the_cache(wire_mount, samba, smb_share
         assert (smb_share.root / "hello.txt").read_bytes().endswith(b"written while cut\n")
     finally:
         samba.restore()
+
+
+def test_back_online_as_soon_as_the_network_returns(tmp_path, samba, smb_share, env_dirs):
+    """A laptop plugged back into its network is online at once, not after the
+    re-probe backoff (a minute here): the kernel's notice that a link came up makes
+    the daemon probe. The link is the rig's veth, fenced by an unreachable route."""
+    require_fuse()
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "cscfs" / "config.toml"
+    config.write_text(f"attr_ttl = {FAST.attr_ttl}\nprobe_interval = 60\n")
+    fast = samba.url(host=samba.fast_host, path=smb_share.url.rsplit("/", 1)[1])
+    m = Mounted(smb_share.root, tmp_path / "mnt", tmp_path / "data", FAST.write_back_delay,
+                source=fast, extra=("--credentials", str(smb_share.credentials)))
+    try:
+        assert (m.mountpoint / "hello.txt").read_bytes() == b"hello from the server\n"
+        samba.veth_down()
+        try:
+            wait_for(lambda: m.status()["mode"] == "offline", 15, what="offline")
+            with open(m.mountpoint / "hello.txt", "ab") as f:
+                f.write(b"written while unplugged\n")
+            time.sleep(2)  # the probes of the change are over: the next one is a minute off
+        finally:
+            samba.veth_up()
+        wait_for(lambda: m.status()["mode"] == "online", 15, what="online once plugged in")
+        wait_for(lambda: m.status()["pending_uploads"] == 0, 20, what="upload")
+        assert (smb_share.root / "hello.txt").read_bytes().endswith(b"written while unplugged\n")
+    finally:
+        samba.veth_up()
+        m.unmount(force=True)
 
 
 def test_names_smb_forbids_are_refused_at_create(smb_mounted):
