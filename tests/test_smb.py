@@ -74,6 +74,46 @@ def test_a_cut_link_is_unavailable_within_the_deadline_and_reconnects(samba, smb
         store.close()
 
 
+def test_many_parallel_uploads_keep_the_connection_usable(samba, smb_share):
+    # 16 uploads of 512 KiB at once (8 credits a write) ask for more than the 64
+    # credits smbprotocol holds after logon; a compound refused half-way would lose
+    # its first credits for good and the connection would stall (a mount then stays
+    # offline).
+    from concurrent.futures import ThreadPoolExecutor
+    store = _store(samba, smb_share, host=samba.wire_host, timeout=10.0)
+    data = [os.urandom(512 << 10) for _ in range(4)]
+    samba.set_rtt(20)  # every upload in flight at once
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda i: store.upload(f"p{i:03d}.bin", [data[i % 4]], None,
+                                                 0o644, 1_700_000_000_000_000_000),
+                          range(160)))
+        for i in range(160):
+            assert (smb_share.root / f"p{i:03d}.bin").read_bytes() == data[i % 4]
+        assert store.echo(2.0) > 0
+        assert len(store.scandir("")) >= 160
+    finally:
+        samba.set_rtt(0)
+        store.close()
+
+
+def test_a_connection_without_credits_is_replaced(samba, smb_share):
+    store = _store(samba, smb_share)
+    try:
+        assert store.stat("hello.txt").size > 0
+        # Credits that never come back (a server that lost requests): the window is
+        # empty and smbprotocol refuses every request on this connection.
+        (conn,) = store._cache.values()
+        with conn.sequence_lock:
+            conn.sequence_window["low"] = conn.sequence_window["high"]
+        with pytest.raises(errors.Unavailable):
+            store.echo(2.0)
+        assert store.echo(2.0) > 0  # a new connection with a full window
+        assert store.stat("hello.txt").size > 0
+    finally:
+        store.close()
+
+
 def _ok(fn, *args) -> bool:
     try:
         fn(*args)

@@ -52,6 +52,17 @@ _COMPOUND_WRITE_MAX = 1 << 20
 NAME_MAX = 255  # UTF-16 units: SMB's and NTFS's limit
 _CREDITS_SHORT = "credits are available"  # smbprotocol's refusal when credits run short
 _CREDITS_WAIT = 10.0  # s at most, waiting for credits to come back
+# smbprotocol asks for 64 credits at logon and then only for what each request uses,
+# so 64 messages (a 1 MiB read or write costs 16) may be in flight. Parallel uploads
+# and the fill need more: one echo at connect asks for this many (Samba grants up to
+# its "smb2 max credits", 8192 by default).
+_CREDITS_WANTED = 512
+# smbprotocol takes a compound's credits one message at a time: when the window runs
+# out after the first, those already taken are never sent, never answered, and never
+# come back. A compound goes out only when its whole charge fits, with this margin for
+# the single requests other threads may send meanwhile.
+_CREDITS_MARGIN = 16
+_COMPOUND_SEND = threading.Lock()  # one compound's check and send at a time
 
 
 @dataclass(frozen=True)
@@ -254,9 +265,12 @@ def _round_trip(*compounds: _Compound) -> list:
             if c.close:
                 c.raw.close(transaction=c)
             fd = c.raw.fd
-            sent.append(fd.connection.send_compound(
-                [request for request, _ in c.actions], fd.tree_connect.session.session_id,
-                fd.tree_connect.tree_connect_id, related=True))
+            requests = [request for request, _ in c.actions]
+            with _COMPOUND_SEND:
+                _await_credits(fd.connection, requests)
+                sent.append(fd.connection.send_compound(
+                    requests, fd.tree_connect.session.session_id,
+                    fd.tree_connect.tree_connect_id, related=True))
     finally:
         # Every reply of what went out is read, also when a later send failed: an
         # unread reply stays in the connection's table.
@@ -272,6 +286,20 @@ def _round_trip(*compounds: _Compound) -> list:
                     failure = failure or exc
             out.append(failure or results[1:len(results) - c.close])
     return out
+
+
+def _await_credits(conn, requests: list) -> None:
+    """Wait (at most _CREDITS_WAIT) until the connection's credit window holds the
+    whole charge of `requests` and the margin; past that the send goes ahead and
+    smbprotocol's refusal reaches _call."""
+    charge = sum(max(1, conn._calculate_credit_charge(r)) for r in requests) + _CREDITS_MARGIN
+    deadline = time.monotonic() + _CREDITS_WAIT
+    while time.monotonic() < deadline:
+        with conn.sequence_lock:
+            free = conn.sequence_window["high"] - conn.sequence_window["low"]
+        if free >= charge:
+            return
+        time.sleep(0.002)
 
 
 def _one(outcome):
@@ -337,10 +365,13 @@ class SMBStore:
     def _session(self):
         with self._lock:
             session = smbclient.register_session(self.target.host, **self._kw())
-            for conn in self._cache.values():
-                if id(conn) not in self._tuned and conn.transport.connected:
-                    self._tune(conn.transport._sock)
-                    self._tuned.add(id(conn))
+            conn = session.connection
+            if id(conn) not in self._tuned and conn.transport.connected:
+                self._tune(conn.transport._sock)
+                granted = conn.echo(sid=session.session_id, timeout=max(1, int(self.timeout)),
+                                    credit_request=_CREDITS_WANTED)
+                log.debug("%s: %d more SMB credits granted", self.url, granted)
+                self._tuned.add(id(conn))
             return session
 
     def echo(self, timeout: float) -> float:
@@ -416,9 +447,24 @@ class SMBStore:
             text = str(exc) or type(exc).__name__
             if isinstance(exc, ValueError) and "Failed to connect" not in text:
                 return errors.RemoteError(f"{where}: {text}")
+            if _CREDITS_SHORT in text:
+                # Credits that never came back (a compound cut short, a request the
+                # server never answered): this connection cannot carry requests any
+                # more, the next call dials anew with a full window.
+                self._reset_connections()
             self._forget_connection()
             return errors.Unavailable(f"{self.target.host}: {text}")
         return errors.RemoteError(f"{where}: {type(exc).__name__}: {exc}")
+
+    def _reset_connections(self) -> None:
+        with self._lock:
+            try:
+                smbclient.reset_connection_cache(fail_on_error=False,
+                                                 connection_cache=self._cache)
+            except Exception as exc:
+                log.debug("closing the SMB connections of %s: %s", self.url, exc)
+            self._cache.clear()
+            self._tuned.clear()
 
     def _forget_connection(self) -> None:
         # A dead connection stays in the cache; the next call must dial anew.
