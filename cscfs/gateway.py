@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import trio
 
@@ -27,6 +27,7 @@ class RemoteGateway:
         self.store, self.link, self.opts, self.clock = store, link, options, clock
         self.busy = 0          # calls under way (the link probe's context)
         self.ok_at = -1e9      # when the last one succeeded (clock())
+        self._transfers: set[Progress] = set()  # long transfers under way
         self.sync_active = 0   # manual syncs running: they reach the server in any mode
         self.filling = 0       # a fill pass allowed outside the online mode (background only)
 
@@ -50,6 +51,10 @@ class RemoteGateway:
             self.sync_active > 0 or background and (
                 link.mode == modes.SLOW_LINK or self.filling > 0))
 
+    def answered_since(self, t: float) -> bool:
+        """The server answered a call, or took a step of a transfer, after `t`."""
+        return self.ok_at > t or any(p.at > t for p in self._transfers)
+
     def may_reach(self) -> bool:
         return self.link.online or self.sync_active > 0 and self.link.reachable
 
@@ -71,15 +76,30 @@ class RemoteGateway:
         finally:
             self.filling -= 1
 
-    async def call(self, fn, *args, background: bool = False):
-        """`fn(*args)` (a store method, looked up at call time) in a worker thread."""
+    async def call(self, fn, *args, background: bool = False,
+                   progress: Progress | None = None):
+        """`fn(*args)` (a store method, looked up at call time) in a worker thread.
+        With `progress`, the deadline counts from the transfer's last step, not from
+        the start: a big upload over a slow link takes as long as it takes."""
         if not self.allowed(background):
             raise errors.Unavailable(f"{self.link.mode}: {self.link.reason}")
         self.busy += 1
+        timeout = self.opts.remote_timeout
         try:
-            with trio.fail_after(self.opts.remote_timeout):
-                result = await trio.to_thread.run_sync(
-                    functools.partial(fn, *args), abandon_on_cancel=True)
+            run = functools.partial(trio.to_thread.run_sync, functools.partial(fn, *args),
+                                    abandon_on_cancel=True)
+            with trio.fail_after(timeout) as scope:
+                if progress is None:
+                    result = await run()
+                else:
+                    self._transfers.add(progress)
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(progress.extend, scope, timeout)
+                            result = await run()
+                            nursery.cancel_scope.cancel()
+                    finally:
+                        self._transfers.discard(progress)
             self.ok_at = self.clock()
             return result
         except trio.TooSlowError:
@@ -110,8 +130,9 @@ class RemoteGateway:
     async def upload(self, path: str, chunks, expected: Fingerprint | None, mode: int,
                      mtime_ns: int, owner: tuple[int, int] | None = None,
                      expected_sha: str | None = None) -> RemoteStat:
-        return await self.call(self.store.upload, path, chunks, expected, mode, mtime_ns, owner,
-                               expected_sha)
+        progress = Progress(self.clock)
+        return await self.call(self.store.upload, path, progress.through(chunks), expected,
+                               mode, mtime_ns, owner, expected_sha, progress=progress)
 
     async def mkdir(self, path: str, mode: int) -> RemoteStat:
         return await self.call(self.store.mkdir, path, mode)
@@ -143,3 +164,25 @@ class RemoteGateway:
 
     async def set_mtime(self, path: str, mtime_ns: int) -> RemoteStat:
         return await self.call(self.store.set_mtime, path, mtime_ns)
+
+
+class Progress:
+    """The steps of one long transfer: the store's worker thread takes each chunk
+    through `through` (a chunk asked for is the one before it sent), and `extend`,
+    on the event loop, moves the call's deadline to `timeout` after the last step."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.at = clock()  # written by the worker thread, read by the loop
+
+    def through(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.at = self.clock()
+            yield chunk
+        self.at = self.clock()
+
+    async def extend(self, scope: trio.CancelScope, timeout: float) -> None:
+        while True:
+            await trio.sleep(timeout / 4)
+            idle = self.clock() - self.at
+            scope.deadline = trio.current_time() - idle + timeout

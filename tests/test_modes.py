@@ -295,3 +295,34 @@ def test_a_flush_waits_for_every_change_not_only_what_is_due(tmp_path):
         assert (server / "b.txt").read_bytes() == b"edited offline\n"
     finally:
         runner.stop()
+
+
+def test_a_big_upload_over_a_slow_link_is_not_a_dead_server(tmp_path, samba, smb_share,
+                                                            env_dirs):
+    """A transfer that keeps moving may take far longer than the deadline of one call
+    (a big file, a slow link): the deadline counts from its last step, so the file
+    arrives whole and the mount never takes the busy link for a dead server."""
+    from .conftest import Mounted, require_fuse
+
+    require_fuse()
+    cfg = tmp_path / "config" / "cscfs" / "config.toml"
+    cfg.write_text(cfg.read_text() + "remote_timeout = 1.5\nprobe_timeout = 1.0\n")
+    name = smb_share.url.rsplit("/", 1)[1]
+    m = Mounted(smb_share.root, tmp_path / "mnt", tmp_path / "data", 0.2,
+                source=samba.url(host=samba.wire_host, path=name),
+                extra=("--credentials", str(smb_share.credentials)))
+    try:
+        assert "hello.txt" in os.listdir(m.mountpoint)
+        samba.set_rate(16_000)  # 2 MB/s: 8 MiB take about 4 s, almost 3 deadlines
+        data = os.urandom(8 << 20)
+        (m.mountpoint / "big.bin").write_bytes(data)
+        started = time.monotonic()
+        wait_for(lambda: m.status()["pending_uploads"] == 0, 60, what="the upload")
+        took = time.monotonic() - started
+        print(f"8 MiB uploaded in {took:.1f} s with a deadline of 1.5 s")
+        assert took > 3  # it did outlast the deadline
+        assert (smb_share.root / "big.bin").read_bytes() == data
+        assert modes.OFFLINE not in [e["mode"] for e in json_events(m)]
+    finally:
+        samba.restore()
+        m.unmount(force=True)
