@@ -23,6 +23,7 @@ _LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs", "ov
              "vfat", "exfat", "ntfs3", "jfs", "reiserfs", "bcachefs", "ramfs"}
 
 NAME_MAX = 255
+SYNC_EVERY = 32 << 20  # bytes an upload writes between two fdatasync
 
 # errnos that say "the server (or the mount in front of it) is not reachable now".
 _UNAVAILABLE = {
@@ -158,10 +159,17 @@ class LocalDirStore:
         def write_tmp():
             fd = os.open(self._abs(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
+                unsynced = 0
                 for chunk in chunks:
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view):]
+                    unsynced += len(chunk)
+                    if unsynced >= SYNC_EVERY:
+                        # Keeps the final fsync short: the call's deadline counts from
+                        # the last chunk taken, and a big file's fsync is one wait.
+                        os.fdatasync(fd)
+                        unsynced = 0
                 # The owner the file had, where we may give it (else the new version
                 # is the daemon's, as any file it writes); before the mode, as a chown
                 # clears set-id bits.
