@@ -262,6 +262,7 @@ class Client:
             "available_offline": self.filler.status(),
             "cache_disk_full": self.space.full,
             "pending_upload_bytes": self.pending_upload_bytes(),
+            "requests": dict(self.vfs.request_counts),
             "last_upload": ({"at": float(last.split(" ", 1)[0]), "path": last.split(" ", 1)[1]}
                             if last else None),
         }

@@ -24,9 +24,12 @@ log = logging.getLogger("cscfs.fuse")
 def _translated(method):
     """The one place where our errors become errnos for the kernel."""
 
+    name = method.__name__
+
     @functools.wraps(method)
     async def wrapper(self, *args):
         self.vfs.requests += 1  # background uploads give way to a busy mount
+        self.vfs.request_counts[name] += 1  # what the kernel asks for (cscfs status)
         try:
             return await method(self, *args)
         except pyfuse3.FUSEError:

@@ -17,13 +17,13 @@ import contextlib
 import errno
 import logging
 import os
-import time
 from typing import Callable, Iterator
 
 import trio
 
 from sync.ports import RemoteStat
 
+from . import timestamps
 from .cache import ContentStore, RangeSet
 from .errors import fs_error
 from .metadata import ROOT_INO, Node, State
@@ -181,7 +181,7 @@ class InodeTable:
             mtime_ns: int | None = None, target: str | None = None,
             remote: RemoteStat | None = None, dirty: bool = False,
             owner: tuple[int | None, int | None] = (None, None), rdev: int = 0) -> Node:
-        now = time.time_ns()
+        now = timestamps.now_ns()
         if remote is not None:
             owner = (remote.uid, remote.gid)
         node = Node(ino=0, parent=parent.ino, name=name, kind=kind, mode=mode, size=size,
@@ -206,7 +206,7 @@ class InodeTable:
         INSERT each was most of a first listing's time)."""
         if not stats:
             return []
-        now, checked = time.time_ns(), self.clock()
+        now, checked = timestamps.now_ns(), self.clock()
         nodes = []
         for st in stats:
             node = Node(ino=0, parent=parent.ino, name=st.name, kind=st.kind, mode=st.mode,
@@ -244,7 +244,7 @@ class InodeTable:
         old_parent = self.nodes[node.parent]
         del old_parent.children[node.name]
         node.parent, node.name = new_parent.ino, new_name
-        node.ctime_ns = time.time_ns()
+        node.ctime_ns = timestamps.now_ns()
         new_parent.children[new_name] = node.ino
         self.state.save(node)
 

@@ -33,13 +33,14 @@ import logging
 import os
 import stat as statmod
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from sync.ports import SPECIAL_KINDS
 from sync.vocabulary import DELETE_UPDATE
 
-from . import errors
+from . import errors, timestamps
 from .config import Options
 from .diskspace import SpaceKeeper
 from .engine_ports import ConflictPort, JournalPort
@@ -127,6 +128,7 @@ class VFS:
         self._next_fh = 1
         self._space_cache: tuple[float, FsSpace] | None = None
         self.requests = 0  # file system requests so far (counted by the FUSE adapter)
+        self.request_counts: Counter[str] = Counter()  # the same, per operation
 
     @property
     def online(self) -> bool:
@@ -377,7 +379,7 @@ class VFS:
         node.present.add(min(offset, node.size), end)  # a hole before offset reads as zeros
         if end > node.size:
             node.size = end
-        node.mtime_ns = time.time_ns()
+        node.mtime_ns = timestamps.now_ns()
         node.generation += 1
         if not node.unsaved:
             self.table.changed(node)
@@ -394,7 +396,7 @@ class VFS:
         node.size = size
         node.present.truncate(size)
         node.present.add(min(old, size), size)  # a grown tail reads as zeros
-        node.mtime_ns = node.ctime_ns = time.time_ns()
+        node.mtime_ns = node.ctime_ns = timestamps.now_ns()
         node.generation += 1
         node.epoch += 1  # a fetch of server bytes under way must not land on this size
         self.table.state.save(node)
@@ -476,7 +478,7 @@ class VFS:
                 self.table.mark_dirty(node)
             if not node.writers:
                 self.writeback.schedule(node)
-        node.ctime_ns = time.time_ns()
+        node.ctime_ns = timestamps.now_ns()
         self.table.state.save(node)
         return node
 
@@ -484,7 +486,7 @@ class VFS:
         """An entry of these folders was made, removed or renamed: their mtime and
         ctime move, as POSIX asks (a folder's times are never compared with the
         server's, so ours may run ahead of them)."""
-        now = time.time_ns()
+        now = timestamps.now_ns()
         for d in folders:
             d.mtime_ns = d.ctime_ns = now
             self.table.changed(d)
