@@ -47,6 +47,7 @@ log = logging.getLogger("cscfs.client")
 
 
 RESTART_AFTER = 5.0  # s before a background task that met a failure of its own runs again
+PENDING_ROWS_MAX = 1.0  # s a first listing's rows may wait for the listing to end
 
 
 async def _supervised(task) -> None:
@@ -213,6 +214,9 @@ class Client:
             await trio.sleep(interval)
             if self.table.has_unsaved or self.tree.last_upload_unsaved:
                 self.save_all()
+            since = self.state.pending_since
+            if since is not None and time.monotonic() - since > PENDING_ROWS_MAX:
+                self.state.flush_pending()  # a listing still open: write its rows anyway
 
     def save_all(self) -> None:
         self.table.save_all(extra=self.tree.save_last_upload)

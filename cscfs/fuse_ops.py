@@ -170,8 +170,10 @@ class FuseOperations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self._node_entry(node), i + 1):
                 break
 
+    @_translated
     async def releasedir(self, fh):
         self._dirs.pop(fh, None)
+        await self.vfs.releasedir()
 
     @_translated
     async def mkdir(self, parent_inode, name, mode, ctx):

@@ -86,7 +86,7 @@ class Listing:
             d.checked_at = started if d.marked == marked else -1e9
             if not d.listed:
                 d.listed = True
-                table.state.save(d)
+                table.state.save_after_pending(d)  # with its children's rows
 
     def local_side(self, node: Node | None, deep: bool = True) -> rc.Side:
         """What happened to a name here since the last sync. A folder's subtree is

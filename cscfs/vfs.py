@@ -194,6 +194,11 @@ class VFS:
         self.listing.require_listing(d, self.online)
         return [(name, self.table.nodes[i]) for name, i in d.children.items()]
 
+    async def releasedir(self) -> None:
+        """A listing ended: the rows of the names it brought are written now, not
+        while it was being answered (State.flush_pending)."""
+        self.table.state.flush_pending()
+
     async def readlink(self, ino: int) -> str:
         node = self.table.node(ino)
         if node.kind != "symlink":

@@ -157,6 +157,15 @@ class State:
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("PRAGMA busy_timeout = 5000")
         schema.migrate(self.db)
+        # Rows of new server items not written yet (insert_many): a first listing
+        # answers before its rows are written, which happens at the next write of any
+        # row, at a listing's end (flush_pending) or a second later. They hold nothing
+        # of the user's, only what the server says: lost in a crash, listed again.
+        self._pending: list[Node] = []
+        self._pending_saves: dict[int, Node] = {}  # rows saved after those (a folder's
+                                                    # `listed`, which they complete)
+        self.pending_since: float | None = None     # time.monotonic() of the oldest
+        self._written_in_transaction: list[Node] = []  # pending again on a rollback
         if self.db.execute("SELECT 1 FROM items WHERE ino = ?", (ROOT_INO,)).fetchone() is None:
             now = time.time_ns()
             self.db.execute(
@@ -171,17 +180,44 @@ class State:
         self.db.execute("BEGIN")
         try:
             yield
+            self.db.execute("COMMIT")
         except BaseException:
             if self.db.in_transaction:  # a full disk may have rolled it back already
                 self.db.execute("ROLLBACK")
+            self._pending[:0] = self._written_in_transaction
             raise
-        self.db.execute("COMMIT")
+        finally:
+            self._written_in_transaction = []
 
     def close(self) -> None:
+        self.flush_pending()
         self.db.close()
 
     # -- items ----------------------------------------------------------------
+    def flush_pending(self) -> None:
+        """Write the rows insert_many gave inos but did not write (from the nodes as
+        they are now), then the saves that waited for them."""
+        if not self._pending:
+            return
+        nodes, saves = self._pending, self._pending_saves
+        self._pending, self._pending_saves, self.pending_since = [], {}, None
+        nested = self.db.in_transaction  # a rollback of the outer one undoes this too
+        try:
+            with self.transaction():
+                self.db.executemany(f"INSERT INTO items ({_COLUMNS}) VALUES ({_ALL_VALUES})",
+                                    [(node.ino,) + _row(node) for node in nodes])
+                for node in saves.values():
+                    self._update(node)
+                if nested:
+                    self._written_in_transaction.extend(nodes)
+        except BaseException:
+            self._pending[:0] = nodes
+            self._pending_saves.update(saves)
+            self.pending_since = self.pending_since or time.monotonic()
+            raise
+
     def load(self) -> list[Node]:
+        self.flush_pending()
         nodes = []
         for r in self.db.execute(f"SELECT {_COLUMNS} FROM items"):
             base = Fingerprint(r[9], r[10], r[11]) if r[9] is not None else None
@@ -194,6 +230,7 @@ class State:
         return nodes
 
     def insert(self, node: Node) -> int:
+        self.flush_pending()
         cur = self.db.execute(
             f"INSERT INTO items ({_COLUMNS}) VALUES "
             "(NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -202,18 +239,33 @@ class State:
         return node.ino
 
     def insert_many(self, nodes: list[Node]) -> None:
-        """Rows for many new nodes in one statement (a folder's first listing): their
-        inos are given here, in order, as AUTOINCREMENT would."""
-        (top,) = self.db.execute(
-            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0),"
-            " coalesce((SELECT max(ino) FROM items), 0))").fetchone()
+        """Rows for many new server items (a folder's first listing): their inos are
+        given here, in order, as AUTOINCREMENT would; the rows are written later, in
+        one statement (see flush_pending)."""
+        if self._pending:
+            top = self._pending[-1].ino
+        else:
+            (top,) = self.db.execute(
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'items'),"
+                " 0), coalesce((SELECT max(ino) FROM items), 0))").fetchone()
+            self.pending_since = time.monotonic()
         for ino, node in enumerate(nodes, top + 1):
             node.ino = ino
-        self.db.executemany(
-            f"INSERT INTO items ({_COLUMNS}) VALUES ({_ALL_VALUES})",
-            [(node.ino,) + _row(node) for node in nodes])
+        self._pending.extend(nodes)
+
+    def save_after_pending(self, node: Node) -> None:
+        """Save a row that must not be written before the pending rows (a folder's
+        `listed` flag says its children's rows are there): with them, or now."""
+        if self._pending:
+            self._pending_saves[node.ino] = node
+        else:
+            self.save(node)
 
     def save(self, node: Node) -> None:
+        self.flush_pending()
+        self._update(node)
+
+    def _update(self, node: Node) -> None:
         self.db.execute(
             "UPDATE items SET parent=?, name=?, kind=?, mode=?, size=?, mtime_ns=?, "
             "ctime_ns=?, target=?, base_size=?, base_mtime_ns=?, base_file_id=?, dirty=?, "
@@ -223,6 +275,7 @@ class State:
         node.unsaved = False
 
     def delete(self, inos) -> None:
+        self.flush_pending()
         self.db.executemany("DELETE FROM items WHERE ino = ?", [(i,) for i in inos])
 
     def sync_to_disk(self) -> None:
