@@ -38,6 +38,9 @@ class Options:
              "counts as unavailable")
     parallel_uploads: int = _opt(
         4, "changed files uploaded at the same time (each waits on the link's latency)")
+    upload_processes: int = _opt(
+        2, "processes that send small files to an SMB server (its protocol runs in "
+           "Python: uploads in the daemon's own threads share one core); 0: none")
     chunk_size: int = _opt(
         1 << 20, "bytes fetched from the server at a time when a read needs data that "
                  "is not cached")

@@ -123,7 +123,8 @@ def plan_mount(server: str, mountpoint: str, data_dir: str | None,
     options = options or Options()
     mountpoint = os.path.abspath(os.path.expanduser(mountpoint))
     store = open_store(server, credentials, timeout=options.remote_timeout,
-                       encrypt=options.encrypt)
+                       encrypt=options.encrypt, upload_processes=options.upload_processes,
+                       upload_threads=options.parallel_uploads)
     clear_stale_mount(mountpoint)
     if canonical_mountpoint(mountpoint) in mounts.fuse_mounts():  # before a stat: it may hang
         raise UserError(f"mount point {mountpoint} is already mounted")
@@ -331,6 +332,9 @@ class Daemon:
         if ready_fd is not None:
             os.write(ready_fd, b"ok\n")
             os.close(ready_fd)
+        start_workers = getattr(self.plan.store, "start_workers", None)
+        if start_workers is not None:
+            start_workers()  # ready for the first upload; they import while we serve
         async with trio.open_nursery() as nursery:
             await nursery.start(self.client.run)
             nursery.start_soon(control.serve, sock, self.handle)
@@ -377,6 +381,7 @@ class Daemon:
             log.debug("nothing to unmount: %s", exc)
         self.client.close()
         self.state.close()
+        self.plan.store.close()  # its connections, and its upload processes
         try:
             os.unlink(self.socket_path)
         except FileNotFoundError:

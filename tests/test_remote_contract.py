@@ -13,8 +13,10 @@ from cscfs.remote import LocalDirStore
 from cscfs.remote.base import TEMP_PREFIX
 
 
-@pytest.fixture(params=["local", "smb"])
+@pytest.fixture(params=["local", "smb", "smb-workers"])
 def store(request, tmp_path):
+    """The local folder, Samba, and Samba with small files' uploads in worker
+    processes (as a mount does it): the same answers through the process boundary."""
     if request.param == "local":
         root = tmp_path / "share"
         root.mkdir()
@@ -30,7 +32,8 @@ def store(request, tmp_path):
     rig = request.getfixturevalue("samba")
     name = f"c-{uuid.uuid4().hex[:10]}"
     rig.server_mkdir(name)
-    s = open_store(rig.url(path=name), Credentials(rig.user, rig.password), timeout=5)
+    s = open_store(rig.url(path=name), Credentials(rig.user, rig.password), timeout=5,
+                   upload_processes=1 if request.param == "smb-workers" else 0)
     s.disk = rig.share_dir / name
     try:
         yield s

@@ -288,3 +288,35 @@ def test_password_from_the_keyring(tmp_path, samba, smb_share, env_dirs, monkeyp
         assert (m.mountpoint / "hello.txt").read_bytes() == b"hello from the server\n"
     finally:
         m.unmount(force=True)
+
+
+def test_an_upload_worker_that_dies_is_started_anew(samba, smb_share):
+    """Small files upload in a worker process; one killed mid-way fails its calls as
+    'unavailable' (the upload is tried again, nothing is lost) and the next upload
+    starts a new worker."""
+    import signal
+    import threading
+
+    name = smb_share.url.rsplit("/", 1)[1]
+    store = open_store(samba.url(host=samba.wire_host, path=name),
+                       Credentials(samba.user, samba.password), timeout=5, upload_processes=1)
+    try:
+        st = store.upload("one.txt", [b"first"], None, 0o644, 10**18)
+        assert (smb_share.root / "one.txt").read_bytes() == b"first"
+        (worker,) = store._workers._workers
+        assert worker.process.pid != os.getpid()
+        samba.set_rtt(1000)  # the next upload is under way when the worker goes
+        try:
+            killer = threading.Timer(0.5, os.kill, (worker.process.pid, signal.SIGKILL))
+            killer.start()
+            with pytest.raises(errors.Unavailable):
+                store.upload("one.txt", [b"second"], st.fingerprint, 0o644, 10**18)
+            killer.join()
+        finally:
+            samba.set_rtt(0)
+        store.upload("two.txt", [b"after"], None, 0o644, 10**18)
+        assert (smb_share.root / "two.txt").read_bytes() == b"after"
+        assert store._workers._workers[0] is not worker
+        assert not worker.process.is_alive()
+    finally:
+        store.close()

@@ -13,7 +13,8 @@ __all__ = ["Fingerprint", "RemoteStat", "RemoteStore", "SpaceInfo", "join", "ope
 
 
 def open_store(server: str, credentials=None, *, timeout: float = 5.0,
-               encrypt: bool = False) -> RemoteStore:
+               encrypt: bool = False, upload_processes: int = 0,
+               upload_threads: int = 4) -> RemoteStore:
     """The store for a SERVER argument: smb://... or a directory path."""
     if server.startswith("smb://"):
         from .smb import SMBStore, parse_url
@@ -26,7 +27,8 @@ def open_store(server: str, credentials=None, *, timeout: float = 5.0,
             raise errors.UserError(f"no user name for {server}: smb://USER@HOST/SHARE or "
                                    f"username= in the credentials file")
         return SMBStore(target, credentials.password if credentials else None,
-                        encrypt=True if encrypt else None, timeout=timeout)
+                        True if encrypt else None, timeout, upload_processes=upload_processes,
+                        upload_threads=upload_threads)
     if "://" in server:
         raise errors.UserError(f"unsupported server {server!r}: give smb://... or a folder")
     return LocalDirStore(os.path.abspath(os.path.expanduser(server)))

@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
 import smbclient
@@ -332,8 +332,8 @@ class SMBStore:
     notify_complete = False
     name_max = NAME_MAX
 
-    def __init__(self, target: SmbTarget, password: str | None, *, encrypt: bool | None = None,
-                 timeout: float = 5.0):
+    def __init__(self, target: SmbTarget, password: str | None, encrypt: bool | None = None,
+                 timeout: float = 5.0, *, upload_processes: int = 0, upload_threads: int = 4):
         self.target = target
         self.url = target.url
         self._password = password
@@ -346,6 +346,13 @@ class SMBStore:
         self._own_renames: dict[str, float] = {}
         self._own_renames_lock = threading.Lock()
         self._lock = threading.Lock()
+        # Small files' uploads in processes of their own (smb_workers.py), or here.
+        self._workers = None
+        if upload_processes > 0:
+            from .smb_workers import UploadWorkers
+
+            self._workers = UploadWorkers((target, password, encrypt, timeout),
+                                          upload_processes, upload_threads)
         root = f"\\\\{target.host}\\{target.share}"
         self._root = root + ("\\" + target.path.replace("/", "\\") if target.path else "")
 
@@ -575,15 +582,32 @@ class SMBStore:
         tmp = temp_name(self, path, "tmp")
         # The head is read once, here: _call may run write_tmp again (credits).
         it = iter(guarded(chunks))
-        head, size = [], 0
+        head, size, whole = [], 0, True
         try:
             for chunk in it:
                 head.append(chunk)
                 size += len(chunk)
                 if size >= _COMPOUND_WRITE_MAX:
+                    whole = False
                     break
         except SourceFailed as exc:
             raise exc.__cause__ from None
+        if whole and self._workers is not None:
+            self._note_own_rename(tmp)  # the watcher here must know it for ours
+            return self._workers.upload(tmp, path, b"".join(head), expected, mode, mtime_ns,
+                                        expected_sha)
+        return self._upload(tmp, path, head, size, it, expected, mode, mtime_ns, expected_sha)
+
+    def upload_as(self, tmp: str, path: str, data: bytes, expected: Fingerprint | None,
+                  mode: int, mtime_ns: int, expected_sha: str | None) -> RemoteStat:
+        """A small file's upload by way of the temporary name `tmp` (an upload
+        worker's part of `upload`)."""
+        return self._upload(tmp, path, [data], len(data), iter(()), expected, mode,
+                            mtime_ns, expected_sha)
+
+    def _upload(self, tmp: str, path: str, head: list[bytes], size: int, it: Iterator[bytes],
+                expected: Fingerprint | None, mode: int, mtime_ns: int,
+                expected_sha: str | None) -> RemoteStat:
         streamed = False
         handle = None  # the temporary file's handle, while open
 
@@ -873,7 +897,14 @@ class SMBStore:
             on_change("")  # we may have missed something while disarmed
             stop.wait(2.0)
 
+    def start_workers(self) -> None:
+        """Start the upload processes now rather than at the first upload."""
+        if self._workers is not None:
+            self._workers.start()
+
     def close(self) -> None:
+        if self._workers is not None:
+            self._workers.close()
         try:
             smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._cache)
         except Exception as exc:
