@@ -92,12 +92,10 @@ class RemoteGateway:
                 if progress is None:
                     result = await run()
                 else:
+                    progress.watch(scope, timeout)
                     self._transfers.add(progress)
                     try:
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(progress.extend, scope, timeout)
-                            result = await run()
-                            nursery.cancel_scope.cancel()
+                        result = await run()
                     finally:
                         self._transfers.discard(progress)
             self.ok_at = self.clock()
@@ -168,21 +166,32 @@ class RemoteGateway:
 
 class Progress:
     """The steps of one long transfer: the store's worker thread takes each chunk
-    through `through` (a chunk asked for is the one before it sent), and `extend`,
-    on the event loop, moves the call's deadline to `timeout` after the last step."""
+    through `through` (a chunk asked for is the one before it sent), and each step
+    moves the call's deadline (`watch`) to `timeout` after it, on the event loop."""
 
     def __init__(self, clock: Callable[[], float]):
         self.clock = clock
         self.at = clock()  # written by the worker thread, read by the loop
+        self._token = trio.lowlevel.current_trio_token()
+        self._scope: trio.CancelScope | None = None
+        self._timeout = 0.0
+
+    def watch(self, scope: trio.CancelScope, timeout: float) -> None:
+        self._scope, self._timeout = scope, timeout
 
     def through(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
-            self.at = self.clock()
+            self._step()
             yield chunk
-        self.at = self.clock()
+        self._step()
 
-    async def extend(self, scope: trio.CancelScope, timeout: float) -> None:
-        while True:
-            await trio.sleep(timeout / 4)
-            idle = self.clock() - self.at
-            scope.deadline = trio.current_time() - idle + timeout
+    def _step(self) -> None:
+        self.at = self.clock()
+        try:
+            self._token.run_sync_soon(self._extend)
+        except trio.RunFinishedError:
+            pass  # shutting down: nobody waits
+
+    def _extend(self) -> None:
+        if self._scope is not None:
+            self._scope.deadline = trio.current_time() + self._timeout
