@@ -195,9 +195,7 @@ class VFS:
         return [(name, self.table.nodes[i]) for name, i in d.children.items()]
 
     async def releasedir(self) -> None:
-        """A listing ended: the rows of the names it brought are written now, not
-        while it was being answered (State.flush_pending)."""
-        self.table.state.flush_pending()
+        self.table.state.flush_pending()  # a listing ended: the rows it brought, now
 
     async def readlink(self, ino: int) -> str:
         node = self.table.node(ino)

@@ -294,3 +294,51 @@ def test_resolve_conflict_refuses_what_is_never_stored(tmp_path):
         state.resolve_conflict(cid + 1, "local")
     assert [c["id"] for c in state.open_conflicts()] == [cid]
     assert set(RESOLUTIONS) == {"local", "server", "both"}
+
+
+def _rows(path) -> set[str]:
+    """The item names another connection (a restart) finds in the database."""
+    db = sqlite3.connect(path)
+    try:
+        return {r[0] for r in db.execute("SELECT name FROM items WHERE ino != 1")}
+    finally:
+        db.close()
+
+
+def _listed_node(name: str, parent: int = 1):
+    from cscfs.metadata import Node
+
+    return Node(ino=0, parent=parent, name=name, kind="file", mode=0o644, size=3,
+                mtime_ns=10**18, ctime_ns=10**18, base=Fingerprint(3, 10**18, 7))
+
+
+def test_a_listings_rows_are_written_later_but_before_any_other_row(tmp_path):
+    """A first listing's rows wait (the answer does not), keep their inos, and are
+    written before anything that could depend on them, also after a rollback."""
+    path = tmp_path / "state.db"
+    state = State(str(path))
+    try:
+        first = [_listed_node(f"f{i}") for i in range(3)]
+        state.insert_many(first)
+        second = [_listed_node("g")]
+        state.insert_many(second)
+        inos = [n.ino for n in first + second]
+        assert inos == list(range(inos[0], inos[0] + 4)) and inos[0] > 1
+        assert _rows(path) == set() and state.pending_since is not None
+        first[0].size = 5  # changed before written: the row says what the node says now
+        with pytest.raises(RuntimeError):
+            with state.transaction():
+                state.save(first[1])  # writes them first, inside this transaction
+                raise RuntimeError("rolled back")
+        assert _rows(path) == set()  # undone, and pending again
+        state.delete([first[2].ino])  # writes the pending rows, then deletes
+        assert _rows(path) == {"f0", "f1", "g"}
+        assert state.pending_since is None
+        size = {n.ino: n.size for n in state.load()}[first[0].ino]
+        assert size == 5
+        third = _listed_node("h")
+        state.insert_many([third])
+        assert third.ino == inos[-1] + 1  # never a number given before
+    finally:
+        state.close()
+    assert "h" in _rows(path)  # close writes what waits
