@@ -28,12 +28,12 @@ content file, no SQLite, no thread hop, no network.
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import os
 import stat as statmod
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -128,7 +128,7 @@ class VFS:
         self._next_fh = 1
         self._space_cache: tuple[float, FsSpace] | None = None
         self.requests = 0  # file system requests so far (counted by the FUSE adapter)
-        self.request_counts: Counter[str] = Counter()  # the same, per operation
+        self.request_counts: collections.Counter[str] = collections.Counter()  # per operation
 
     @property
     def online(self) -> bool:
@@ -141,8 +141,7 @@ class VFS:
 
     @property
     def direct(self) -> bool:
-        """Namespace changes go straight to the server: online (or in a manual
-        sync), and nothing of the offline journal still to replay before them."""
+        """Namespace changes go to the server now: online (or syncing), no journal left."""
         return (self.link_keeper.online or self.gateway.sync_active > 0) and self.journal.count == 0
 
     def attr(self, node: Node) -> Attr:
