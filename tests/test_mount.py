@@ -202,6 +202,18 @@ def test_status_json_and_socket_permissions(mounted):
     assert "mode:" in text and "online" in text
 
 
+def test_status_counts_the_kernels_requests_per_operation(mounted):
+    before = mounted.status()["requests"]
+    os.listdir(mounted.mountpoint / "docs")  # never listed: one opendir, readdirs
+    with open(mounted.mountpoint / "new.txt", "wb", buffering=0) as f:
+        f.write(b"x")
+        f.write(b"y")
+    after = mounted.status()["requests"]
+    grew = {op: after.get(op, 0) - before.get(op, 0) for op in after}
+    assert grew["opendir"] == 1 and grew["readdir"] >= 1 and grew["releasedir"] == 1
+    assert grew["create"] == 1 and grew["write"] == 2 and grew["release"] == 1
+
+
 # ---------------------------------------------------------------- bad input
 def _one_line_error(proc):
     assert proc.returncode != 0
