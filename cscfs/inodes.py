@@ -17,6 +17,7 @@ import contextlib
 import errno
 import logging
 import os
+import time
 from typing import Callable, Iterator
 
 import trio
@@ -206,7 +207,7 @@ class InodeTable:
         INSERT each was most of a first listing's time)."""
         if not stats:
             return []
-        now, checked = timestamps.now_ns(), self.clock()
+        now, checked = time.time_ns(), self.clock()
         nodes = []
         for st in stats:
             node = Node(ino=0, parent=parent.ino, name=st.name, kind=st.kind, mode=st.mode,
@@ -244,7 +245,7 @@ class InodeTable:
         old_parent = self.nodes[node.parent]
         del old_parent.children[node.name]
         node.parent, node.name = new_parent.ino, new_name
-        node.ctime_ns = timestamps.now_ns()
+        node.ctime_ns = time.time_ns()
         new_parent.children[new_name] = node.ino
         self.state.save(node)
 

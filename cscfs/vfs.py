@@ -381,7 +381,7 @@ class VFS:
         node.present.add(min(offset, node.size), end)  # a hole before offset reads as zeros
         if end > node.size:
             node.size = end
-        node.mtime_ns = timestamps.now_ns()
+        node.mtime_ns = max(timestamps.now_ns(), node.mtime_ns)  # never back in time
         node.generation += 1
         if not node.unsaved:
             self.table.changed(node)
@@ -398,7 +398,7 @@ class VFS:
         node.size = size
         node.present.truncate(size)
         node.present.add(min(old, size), size)  # a grown tail reads as zeros
-        node.mtime_ns = node.ctime_ns = timestamps.now_ns()
+        node.mtime_ns = node.ctime_ns = max(timestamps.now_ns(), node.mtime_ns)
         node.generation += 1
         node.epoch += 1  # a fetch of server bytes under way must not land on this size
         self.table.state.save(node)
@@ -480,7 +480,7 @@ class VFS:
                 self.table.mark_dirty(node)
             if not node.writers:
                 self.writeback.schedule(node)
-        node.ctime_ns = timestamps.now_ns()
+        node.ctime_ns = time.time_ns()
         self.table.state.save(node)
         return node
 
@@ -488,7 +488,7 @@ class VFS:
         """An entry of these folders was made, removed or renamed: their mtime and
         ctime move, as POSIX asks (a folder's times are never compared with the
         server's, so ours may run ahead of them)."""
-        now = timestamps.now_ns()
+        now = time.time_ns()
         for d in folders:
             d.mtime_ns = d.ctime_ns = now
             self.table.changed(d)
