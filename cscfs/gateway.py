@@ -26,8 +26,7 @@ class RemoteGateway:
                  clock: Callable[[], float]):
         self.store, self.link, self.opts, self.clock = store, link, options, clock
         self.busy = 0          # calls under way (the link probe's context)
-        self.ok_at = -1e9      # when the last one succeeded (clock())
-        self._transfers: set[Progress] = set()  # long transfers under way
+        self.ok_at = -1e9      # when the last one succeeded, or a transfer took a step
         self.sync_active = 0   # manual syncs running: they reach the server in any mode
         self.filling = 0       # a fill pass allowed outside the online mode (background only)
 
@@ -50,10 +49,6 @@ class RemoteGateway:
         return link.online or link.reachable and (
             self.sync_active > 0 or background and (
                 link.mode == modes.SLOW_LINK or self.filling > 0))
-
-    def answered_since(self, t: float) -> bool:
-        """The server answered a call, or took a step of a transfer, after `t`."""
-        return self.ok_at > t or any(p.at > t for p in self._transfers)
 
     def may_reach(self) -> bool:
         return self.link.online or self.sync_active > 0 and self.link.reachable
@@ -86,18 +81,15 @@ class RemoteGateway:
         self.busy += 1
         timeout = self.opts.remote_timeout
         try:
-            run = functools.partial(trio.to_thread.run_sync, functools.partial(fn, *args),
-                                    abandon_on_cancel=True)
             with trio.fail_after(timeout) as scope:
-                if progress is None:
-                    result = await run()
-                else:
-                    progress.watch(scope, timeout)
-                    self._transfers.add(progress)
-                    try:
-                        result = await run()
-                    finally:
-                        self._transfers.discard(progress)
+                if progress is not None:
+                    def stepped() -> None:
+                        scope.deadline = trio.current_time() + timeout
+                        self.ok_at = self.clock()  # the link carries it (the probe's view)
+
+                    progress.on_step = stepped
+                result = await trio.to_thread.run_sync(
+                    functools.partial(fn, *args), abandon_on_cancel=True)
             self.ok_at = self.clock()
             return result
         except trio.TooSlowError:
@@ -128,7 +120,7 @@ class RemoteGateway:
     async def upload(self, path: str, chunks, expected: Fingerprint | None, mode: int,
                      mtime_ns: int, owner: tuple[int, int] | None = None,
                      expected_sha: str | None = None) -> RemoteStat:
-        progress = Progress(self.clock)
+        progress = Progress()
         return await self.call(self.store.upload, path, progress.through(chunks), expected,
                                mode, mtime_ns, owner, expected_sha, progress=progress)
 
@@ -167,17 +159,11 @@ class RemoteGateway:
 class Progress:
     """The steps of one long transfer: the store's worker thread takes each chunk
     through `through` (a chunk asked for is the one before it sent), and each step
-    moves the call's deadline (`watch`) to `timeout` after it, on the event loop."""
+    runs `on_step` on the event loop (the call moves its deadline)."""
 
-    def __init__(self, clock: Callable[[], float]):
-        self.clock = clock
-        self.at = clock()  # written by the worker thread, read by the loop
+    def __init__(self):
         self._token = trio.lowlevel.current_trio_token()
-        self._scope: trio.CancelScope | None = None
-        self._timeout = 0.0
-
-    def watch(self, scope: trio.CancelScope, timeout: float) -> None:
-        self._scope, self._timeout = scope, timeout
+        self.on_step: Callable[[], None] | None = None
 
     def through(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -186,12 +172,11 @@ class Progress:
         self._step()
 
     def _step(self) -> None:
-        self.at = self.clock()
         try:
-            self._token.run_sync_soon(self._extend)
+            self._token.run_sync_soon(self._stepped)
         except trio.RunFinishedError:
             pass  # shutting down: nobody waits
 
-    def _extend(self) -> None:
-        if self._scope is not None:
-            self._scope.deadline = trio.current_time() + self._timeout
+    def _stepped(self) -> None:
+        if self.on_step is not None:
+            self.on_step()

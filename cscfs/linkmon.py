@@ -59,7 +59,7 @@ class LinkMonitor:
                 rtt = await trio.to_thread.run_sync(self._measure, reconnect, timeout,
                                                     abandon_on_cancel=True)
         except (trio.TooSlowError, ProbeFailed, errors.CscfsError) as exc:
-            if gateway.answered_since(started):
+            if gateway.ok_at > started:
                 return  # our transfers crowd the echo out, yet the link carries them
             reason = f"no answer within {timeout:g} s" if isinstance(
                 exc, trio.TooSlowError) else str(exc)

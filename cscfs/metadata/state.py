@@ -199,7 +199,7 @@ class State:
         they are now), then the saves that waited for them."""
         if not self._pending:
             return
-        nodes, saves = self._pending, self._pending_saves
+        nodes, saves, since = self._pending, self._pending_saves, self.pending_since
         self._pending, self._pending_saves, self.pending_since = [], {}, None
         nested = self.db.in_transaction  # a rollback of the outer one undoes this too
         try:
@@ -213,7 +213,7 @@ class State:
         except BaseException:
             self._pending[:0] = nodes
             self._pending_saves.update(saves)
-            self.pending_since = self.pending_since or time.monotonic()
+            self.pending_since = since
             raise
 
     def load(self) -> list[Node]:
